@@ -1,0 +1,1 @@
+"""The etcd peer SAN demonstration: pure decisions plus the Pulumi component."""

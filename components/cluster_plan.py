@@ -1,0 +1,309 @@
+"""Pure decisions about the cluster: members, their etcd command line, certificate
+names and the Kubernetes manifests. Plain data in, plain data out; no Pulumi here.
+
+Manifests are camelCase dicts exactly as Kubernetes shows them, so the same values
+feed pulumi-kubernetes, the schema validator, the security scanner and the lab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .settings import Settings
+from .versions import probe_paths_for, skip_flag_for
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+METRICS_PORT = 2381
+
+ETCD_BINARY = "/usr/local/bin/etcd"
+ETCDCTL_BINARY = "/usr/local/bin/etcdctl"
+DATA_MOUNT = "/var/lib/etcd"
+# A subdirectory of the emptyDir, so etcd creates it with the 0700 mode it wants.
+DATA_DIR = f"{DATA_MOUNT}/data"
+PKI_ROOT = "/etc/etcd/pki"
+# UID/GID of the distroless "nonroot" user; fsGroup makes the 0440 key files and the
+# emptyDir readable/writable for it and nobody else.
+RUN_AS = 65532
+# Above etcd's ~7 s leader-transfer timeout on SIGTERM (FACTS.md).
+TERMINATION_GRACE_SECONDS = 30
+
+TlsRole = Literal["peer", "server", "client"]
+TLS_ROLES: tuple[TlsRole, ...] = ("peer", "server", "client")
+
+Outcome = Literal["healthy", "peers rejected"]
+# The exact error text etcd logs for this problem (3.4 and 3.5 loggers alike).
+REJECTION_MARKER = "does not match any of DNSNames"
+
+
+@dataclass(frozen=True)
+class Member:
+    index: int
+    name: str
+    namespace: str
+    cluster_domain: str
+
+    @property
+    def service_names(self) -> tuple[str, str, str, str]:
+        """Every name cluster DNS answers for the member's Service, shortest first."""
+        ns_name = f"{self.name}.{self.namespace}"
+        return (self.name, ns_name, f"{ns_name}.svc", f"{ns_name}.svc.{self.cluster_domain}")
+
+    @property
+    def service_fqdn(self) -> str:
+        return self.service_names[-1]
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{self.service_fqdn}:{PEER_PORT}"
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{self.service_fqdn}:{CLIENT_PORT}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": "etcd",
+            "app.kubernetes.io/instance": self.name.rsplit("-", 1)[0],
+            # Unique per member: each Service selects exactly one Pod.
+            "etcd-peer-san/member": self.name,
+        }
+
+
+def members_of(settings: Settings) -> tuple[Member, ...]:
+    return tuple(
+        Member(i, f"{settings.cluster_name}-{i}", settings.namespace, settings.cluster_domain)
+        for i in range(settings.members)
+    )
+
+
+def tls_dir(role: TlsRole) -> str:
+    return f"{PKI_ROOT}/{role}"
+
+
+def secret_name(settings: Settings, member: Member | None, role: TlsRole) -> str:
+    """Peer and server material is per member; the etcdctl client material is shared."""
+    owner = settings.cluster_name if member is None else member.name
+    return f"{owner}-{role}-tls"
+
+
+def cluster_token(settings: Settings) -> str:
+    return f"{settings.cluster_name}-{settings.namespace}"
+
+
+def etcd_args(settings: Settings, member: Member) -> list[str]:
+    """The member's etcd arguments (without the binary), as etcd parses them."""
+    peer, server = tls_dir("peer"), tls_dir("server")
+    initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members_of(settings))
+    options: list[tuple[str, str]] = [
+        ("name", member.name),
+        ("data-dir", DATA_DIR),
+        ("initial-cluster", initial_cluster),
+        ("initial-cluster-state", "new"),
+        ("initial-cluster-token", cluster_token(settings)),
+        ("listen-peer-urls", f"https://0.0.0.0:{PEER_PORT}"),
+        ("initial-advertise-peer-urls", member.peer_url),
+        ("listen-client-urls", f"https://0.0.0.0:{CLIENT_PORT}"),
+        ("advertise-client-urls", member.client_url),
+        # Plain HTTP /health, /livez, /readyz for kubelet probes (no client cert).
+        ("listen-metrics-urls", f"http://0.0.0.0:{METRICS_PORT}"),
+        ("peer-cert-file", f"{peer}/tls.crt"),
+        ("peer-key-file", f"{peer}/tls.key"),
+        ("peer-trusted-ca-file", f"{peer}/ca.crt"),
+        ("peer-client-cert-auth", "true"),
+        ("cert-file", f"{server}/tls.crt"),
+        ("key-file", f"{server}/tls.key"),
+        ("trusted-ca-file", f"{server}/ca.crt"),
+        ("client-cert-auth", "true"),
+    ]
+    if settings.peer_cert_allowed_cn is not None:
+        options.append(("peer-cert-allowed-cn", settings.peer_cert_allowed_cn))
+    args = [f"--{name}={value}" for name, value in options]
+    if settings.skip_client_san_verification:
+        flag = skip_flag_for(settings.etcd_version)
+        if flag is None:  # parse_settings rejects this; keep the function total.
+            raise ValueError(f"etcd {settings.etcd_version} has no skip option")
+        args.append(f"{flag}=true")
+    return args
+
+
+def etcd_command(settings: Settings, member: Member) -> list[str]:
+    return [ETCD_BINARY, *etcd_args(settings, member)]
+
+
+def peer_dns_names(member: Member) -> list[str]:
+    """SANs of the member's peer certificate: its Service names, never a pod IP (pod IPs
+    are unknown when the certificate is issued, which is the whole point)."""
+    return [*member.service_names, "localhost"]
+
+
+def server_dns_names(member: Member) -> list[str]:
+    return [*member.service_names, "localhost"]
+
+
+SERVER_IP_ADDRESSES = ["127.0.0.1"]
+
+
+def expected_outcome(settings: Settings) -> Outcome:
+    if settings.skip_client_san_verification or settings.members == 1:
+        return "healthy"
+    return "peers rejected"
+
+
+def etcdctl_argv(settings: Settings, *command: str) -> list[str]:
+    client = tls_dir("client")
+    return [
+        ETCDCTL_BINARY,
+        f"--endpoints=https://localhost:{CLIENT_PORT}",
+        f"--cacert={client}/ca.crt",
+        f"--cert={client}/tls.crt",
+        f"--key={client}/tls.key",
+        *command,
+    ]
+
+
+def kubectl_health_command(settings: Settings) -> str:
+    first = members_of(settings)[0]
+    argv = etcdctl_argv(settings, "endpoint", "health", "--cluster")
+    return f"kubectl exec -n {settings.namespace} {first.name} -- " + " ".join(argv)
+
+
+def kubectl_logs_command(settings: Settings) -> str:
+    first = members_of(settings)[0]
+    return f"kubectl logs -n {settings.namespace} {first.name}"
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def _metadata(settings: Settings, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": settings.namespace, "labels": dict(labels)}
+
+
+def service_manifest(settings: Settings, member: Member) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            **_metadata(settings, member.name, member.labels),
+            # Pods reference the Services by name only; waiting here for endpoints
+            # would only delay the Pods (a Service is never replaced by a toggle).
+            "annotations": {"pulumi.com/skipAwait": "true"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"etcd-peer-san/member": member.name},
+            # Members must reach each other before any of them can be Ready.
+            "publishNotReadyAddresses": True,
+            "ports": [
+                {"name": "client", "port": CLIENT_PORT, "targetPort": "client", "protocol": "TCP"},
+                {"name": "peer", "port": PEER_PORT, "targetPort": "peer", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def secret_manifest(
+    settings: Settings, member: Member | None, role: TlsRole, data: dict[str, Any]
+) -> dict[str, Any]:
+    """A kubernetes.io/tls Secret; `data` maps tls.crt, tls.key, ca.crt to PEM text."""
+    labels = members_of(settings)[0].labels if member is None else member.labels
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(settings, secret_name(settings, member, role), labels),
+        "type": "kubernetes.io/tls",
+        "stringData": data,
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "metrics", "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
+    paths = probe_paths_for(settings.etcd_version)
+    annotations: dict[str, str] = {}
+    if not settings.skip_client_san_verification and settings.members > 1:
+        # No member can become Ready without a leader: let `pulumi up` return once the
+        # Pods run instead of timing out after 10 minutes. Not skipAwait (FACTS.md).
+        annotations["pulumi.com/waitFor"] = "jsonpath={.status.phase}=Running"
+    container: dict[str, Any] = {
+        "name": "etcd",
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": etcd_command(settings, member),
+        "ports": [
+            {"name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP"},
+            {"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        # httpGet on the plain metrics listener: official images have no shell for exec
+        # probes, and /health needs a leader (FACTS.md), so liveness uses /livez only
+        # where the version has it.
+        "readinessProbe": _probe(paths.readiness, 5, 3),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_MOUNT},
+            *({"name": f"{role}-tls", "mountPath": tls_dir(role), "readOnly": True} for role in TLS_ROLES),
+        ],
+    }
+    if paths.liveness is not None:
+        container["livenessProbe"] = _probe(paths.liveness, 10, 6)
+    metadata = _metadata(settings, member.name, member.labels)
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "hostname": member.name,
+            "restartPolicy": "Always",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                *(
+                    {
+                        "name": f"{role}-tls",
+                        "secret": {
+                            "secretName": secret_name(settings, None if role == "client" else member, role),
+                            # 0440: owner root, group fsGroup; nobody else.
+                            "defaultMode": 0o440,
+                        },
+                    }
+                    for role in TLS_ROLES
+                ),
+            ],
+        },
+    }

@@ -1,0 +1,256 @@
+"""The stack's configuration as one typed, validated value.
+
+Every key the program reads is declared once in `CONFIG_KEYS` (type, default,
+description). `Pulumi.yaml` mirrors that table so the CLI validates too; a test keeps
+the two equal. `parse_settings` turns raw values into `Settings` or raises one
+`SettingsError` naming the key, the value given and what is allowed, before any
+resource is declared.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from .versions import OLDEST_SUPPORTED, EtcdVersion, skip_flag_for, version_from_image
+
+PROJECT = "etcd-peer-san"
+DEFAULT_IMAGE = "gcr.io/etcd-development/etcd:v3.6.16"
+# `auto`: pin the members' shared peer CN exactly when the SAN check is skipped.
+AUTO = "auto"
+
+ConfigType = Literal["boolean", "integer", "string"]
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    name: str
+    type: ConfigType
+    default: bool | int | str
+    description: str
+
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey(
+        "skipClientSanVerification",
+        "boolean",
+        False,
+        "Add etcd's peer skip-client-SAN-verification flag to every member.",
+    ),
+    ConfigKey("image", "string", DEFAULT_IMAGE, "etcd container image (pinned tag)."),
+    ConfigKey(
+        "etcdVersion",
+        "string",
+        "",
+        "etcd version of the image; empty: read it from the image tag.",
+    ),
+    ConfigKey("members", "integer", 3, "Number of etcd members (1-9, odd is best)."),
+    ConfigKey("namespace", "string", "default", "Kubernetes namespace for every object."),
+    ConfigKey(
+        "clusterDomain",
+        "string",
+        "cluster.local",
+        "Cluster DNS domain used in member URLs and certificate SANs.",
+    ),
+    ConfigKey(
+        "peerCertAllowedCn",
+        "string",
+        AUTO,
+        "Common name a peer certificate must carry (--peer-cert-allowed-cn). "
+        "'auto': the members' peer CN when the SAN check is skipped, off otherwise; "
+        "empty: off.",
+    ),
+)
+KEYS_BY_NAME = {key.name: key for key in CONFIG_KEYS}
+
+MIN_MEMBERS, MAX_MEMBERS = 1, 9
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+_CN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,63}$")
+
+
+class SettingsError(ValueError):
+    """Invalid stack configuration: one message naming key, value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str, hint: str = "") -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        where = key if key.startswith("stack") else f"{PROJECT}:{key}"
+        message = f"invalid configuration {where} = {value!r}: {allowed}"
+        super().__init__(message + (f" ({hint})" if hint else ""))
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    skip_client_san_verification: bool
+    image: str
+    etcd_version: EtcdVersion
+    members: int
+    namespace: str
+    cluster_domain: str
+    # None: no --peer-cert-allowed-cn.
+    peer_cert_allowed_cn: str | None
+
+    @property
+    def cluster_name(self) -> str:
+        """Prefix of every Kubernetes object name; per stack so stacks can coexist."""
+        return f"etcd-{self.stack}"
+
+    @property
+    def peer_common_name(self) -> str:
+        """The CN every member's peer certificate shares."""
+        return f"{self.cluster_name}-peer"
+
+
+@dataclass(frozen=True)
+class ParsedSettings:
+    settings: Settings
+    warnings: tuple[str, ...]
+
+
+def _is_dns_label(text: str) -> bool:
+    return len(text) <= 63 and bool(_DNS_LABEL.match(text))
+
+
+def check_unknown_keys(keys: list[str]) -> None:
+    """Reject keys in the project namespace that the program does not read."""
+    prefix = f"{PROJECT}:"
+    for full in sorted(keys):
+        if not full.startswith(prefix):
+            continue
+        name = full[len(prefix) :]
+        if name in KEYS_BY_NAME:
+            continue
+        close = difflib.get_close_matches(name, list(KEYS_BY_NAME), n=1, cutoff=0.6)
+        lowered = {k.lower(): k for k in KEYS_BY_NAME}
+        guess = close[0] if close else lowered.get(name.lower())
+        raise SettingsError(
+            name,
+            "(set)",
+            "unknown key; known keys: " + ", ".join(KEYS_BY_NAME),
+            f"did you mean {guess!r}?" if guess else "",
+        )
+
+
+def coerce(key: ConfigKey, raw: object) -> bool | int | str:
+    """Turn a raw value (a string, as the CLI passes it, or a typed value) into key.type."""
+    if key.type == "boolean":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+            return raw.strip().lower() == "true"
+        raise SettingsError(key.name, raw, "must be a boolean: true or false")
+    if key.type == "integer":
+        if isinstance(raw, bool):
+            raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
+            return int(raw)
+        raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
+    if not isinstance(raw, str):
+        raise SettingsError(key.name, raw, "must be a string")
+    return raw
+
+
+def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
+    """Validate raw config values (missing keys take their defaults) into Settings."""
+    values = {
+        key.name: coerce(key, raw[key.name]) if raw.get(key.name) is not None else key.default
+        for key in CONFIG_KEYS
+    }
+    warnings: list[str] = []
+
+    if not _is_dns_label(f"etcd-{stack}-{MAX_MEMBERS - 1}"):
+        raise SettingsError(
+            "stack name",
+            stack,
+            "must be lower-case letters, digits and '-' (at most 50 characters), "
+            "because member names are etcd-<stack>-<i> DNS-1123 labels",
+        )
+
+    skip = bool(values["skipClientSanVerification"])
+    members = int(values["members"])
+    if not MIN_MEMBERS <= members <= MAX_MEMBERS:
+        raise SettingsError("members", members, f"must be {MIN_MEMBERS}..{MAX_MEMBERS}")
+    if members == 1:
+        warnings.append(
+            "members = 1: a single member never opens a peer connection, so the SAN check cannot show"
+        )
+    elif members % 2 == 0:
+        warnings.append(f"members = {members}: an even count tolerates no more failures than {members - 1}")
+
+    namespace = str(values["namespace"])
+    if not _is_dns_label(namespace):
+        raise SettingsError(
+            "namespace", namespace, "must be a DNS-1123 label: lower-case letters, digits, '-', at most 63"
+        )
+    domain = str(values["clusterDomain"])
+    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
+        raise SettingsError("clusterDomain", domain, "must be a DNS-1123 subdomain such as cluster.local")
+
+    image = str(values["image"]).strip()
+    if not image or not _IMAGE.match(image):
+        raise SettingsError("image", image, "must be an image reference such as " + DEFAULT_IMAGE)
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    if "@" not in image and tag in ("", "latest"):
+        raise SettingsError("image", image, "must carry a pinned tag or digest, not 'latest' or none")
+
+    version_text = str(values["etcdVersion"]).strip()
+    if version_text:
+        try:
+            version = EtcdVersion.parse(version_text)
+        except ValueError:
+            raise SettingsError(
+                "etcdVersion", version_text, "must be an etcd version such as 3.6.16"
+            ) from None
+    else:
+        from_tag = version_from_image(image)
+        if from_tag is None:
+            raise SettingsError(
+                "image",
+                image,
+                "its tag names no etcd version (e.g. ':v3.6.16'); set etcdVersion too",
+            )
+        version = from_tag
+    if version < OLDEST_SUPPORTED:
+        raise SettingsError(
+            "etcdVersion", str(version), f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
+        )
+    if skip and skip_flag_for(version) is None:
+        raise SettingsError(
+            "skipClientSanVerification",
+            True,
+            f"etcd {version} has no peer skip-client-SAN option; use 3.4+, or set it false",
+        )
+
+    cn_value = str(values["peerCertAllowedCn"]).strip()
+    allowed_cn: str | None
+    if cn_value == AUTO:
+        allowed_cn = f"etcd-{stack}-peer" if skip else None
+    elif cn_value == "":
+        allowed_cn = None
+    elif not _CN.match(cn_value):
+        raise SettingsError(
+            "peerCertAllowedCn", cn_value, "must be 'auto', empty, or a common name of up to 64 characters"
+        )
+    else:
+        allowed_cn = cn_value
+
+    settings = Settings(
+        stack=stack,
+        skip_client_san_verification=skip,
+        image=image,
+        etcd_version=version,
+        members=members,
+        namespace=namespace,
+        cluster_domain=domain,
+        peer_cert_allowed_cn=allowed_cn,
+    )
+    return ParsedSettings(settings, tuple(warnings))

@@ -1,0 +1,257 @@
+"""Evaluate the Pulumi program in-process, as `pulumi up` would, under mocks.
+
+pulumi-tls resources get real keys and certificates (`tls_emulation`); Kubernetes
+objects are recorded as declared. The result is plain data: every registered resource
+(type, name, parent, dependencies, inputs with secrecy kept) and the stack outputs.
+Tests and the lab both use this, so the lab runs exactly what the program declares.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import runpy
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.settings import SETTINGS
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from .tls_emulation import TLS_RESOURCES
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# The provider marks these outputs secret; mocks must do it themselves (FACTS.md).
+K8S_SECRET_OUTPUTS = {"kubernetes:core/v1:Secret": ("data", "stringData")}
+
+
+def unwrap(value: Any) -> Any:
+    """The value with every secret marker removed, at any depth."""
+    if rpc.is_rpc_secret(value):
+        return unwrap(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def _ints(value: Any) -> Any:
+    """Mocks see every number as a float; manifests want integers where they are whole."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+@dataclass
+class Resource:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    dependencies: list[str]
+    delete_before_replace: bool
+    inputs: dict[str, Any]  # as the mock received them: secrets still wrapped
+    outputs: dict[str, Any]  # as the mock returned them: secrets wrapped
+
+    @property
+    def plain_inputs(self) -> dict[str, Any]:
+        return _ints(unwrap(self.inputs))
+
+    @property
+    def plain_outputs(self) -> dict[str, Any]:
+        return _ints(unwrap(self.outputs))
+
+    def manifest(self) -> dict[str, Any]:
+        """A Kubernetes object as the API server would receive it."""
+        return self.plain_inputs
+
+
+@dataclass
+class StackOutput:
+    value: Any
+    secret: bool
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    config: dict[str, str]
+    resources: list[Resource]
+    outputs: dict[str, StackOutput]
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def manifests(self, kind: str | None = None) -> list[dict[str, Any]]:
+        found = [r.manifest() for r in self.resources if r.type.startswith("kubernetes:")]
+        return [m for m in found if kind is None or m.get("kind") == kind]
+
+    def output(self, name: str) -> Any:
+        return self.outputs[name].value
+
+
+class EmulatingMocks(pulumi.runtime.Mocks):
+    """pulumi-tls emulated for real; every other resource echoes its inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (type, name) -> inputs as received, secrets still wrapped.
+        self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        self.inputs[(args.typ, args.name)] = dict(args.inputs)
+        if args.typ in TLS_RESOURCES:
+            emulate, secret_outputs = TLS_RESOURCES[args.typ]
+            state = emulate(unwrap(args.inputs))
+            for key in secret_outputs:
+                if key in state and not rpc.is_rpc_secret(state[key]):
+                    state[key] = rpc.wrap_rpc_secret(state[key])
+            # Inputs that arrived secret stay secret in the state.
+            for key, value in args.inputs.items():
+                if rpc.is_rpc_secret(value):
+                    state[key] = value
+            return f"{args.name}-id", state
+        state = dict(args.inputs)
+        for key in K8S_SECRET_OUTPUTS.get(args.typ, ()):
+            if key in state and not rpc.is_rpc_secret(state[key]):
+                state[key] = rpc.wrap_rpc_secret(state[key])
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock monitor, also keeping what the mocks API does not show (parent, deps)."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[dict[str, Any]] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.registrations.append(
+                {
+                    "urn": response.urn,
+                    "type": request.type,
+                    "name": request.name,
+                    "parent": request.parent,
+                    "custom": request.custom,
+                    "dependencies": list(request.dependencies),
+                    "delete_before_replace": request.deleteBeforeReplace,
+                }
+            )
+        return response
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """The config a stack file passes to the program: every value as a string, as the CLI does."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(path.read_text()) or {}
+    config = document.get("config") or {}
+    return {key: _cli_string(value) for key, value in config.items()}
+
+
+def _cli_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value)
+    return str(value)
+
+
+def run_program(
+    stack: str,
+    config: Mapping[str, str] | None = None,
+    *,
+    project_dir: Path = PROJECT_DIR,
+) -> ProgramRun:
+    """Run `__main__.py` for `stack` (config from Pulumi.<stack>.yaml unless given).
+
+    Raises whatever the program raises (e.g. a SettingsError) after the runtime settled;
+    `ProgramRun` is only returned for a program that completed.
+    """
+    full_config = dict(stack_config(stack, project_dir) if config is None else config)
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    # A fresh context per run: Pulumi keeps its settings, config and root stack in
+    # context variables, so runs in one process cannot see each other.
+    return contextvars.Context().run(_run, stack, project, full_config, project_dir)
+
+
+def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) -> ProgramRun:
+    mocks = EmulatingMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+    collector = _WarningCollector()
+    logger = logging.getLogger("pulumi")
+    logger.addHandler(collector)
+    sys.path.insert(0, str(project_dir))
+    try:
+        _sync_await(
+            run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__"))
+        )
+        outputs = _resolve_stack_outputs()
+    finally:
+        sys.path.remove(str(project_dir))
+        logger.removeHandler(collector)
+    states = monitor.resources
+    resources = []
+    for reg in monitor.registrations:
+        state = states[reg["urn"]]
+        resources.append(
+            Resource(
+                type=reg["type"],
+                name=reg["name"],
+                urn=reg["urn"],
+                parent=reg["parent"],
+                custom=reg["custom"],
+                dependencies=reg["dependencies"],
+                delete_before_replace=reg["delete_before_replace"],
+                inputs=mocks.inputs[(reg["type"], reg["name"])],
+                outputs=dict(state.state),
+            )
+        )
+    return ProgramRun(stack, config, resources, outputs, collector.messages)
+
+
+def _resolve_stack_outputs() -> dict[str, StackOutput]:
+    root = pulumi.runtime.get_root_resource()
+    exported = getattr(root, "outputs", {}) or {}
+    resolved: dict[str, StackOutput] = {}
+    for name, value in exported.items():
+        output = pulumi.Output.from_input(value)
+        resolved[name] = StackOutput(
+            value=_ints(_sync_await(output.future())),
+            secret=bool(_sync_await(output.is_secret())),
+        )
+    return resolved
