@@ -99,6 +99,10 @@ class ProgramRun:
 
     def manifests(self, kind: str | None = None) -> list[dict[str, Any]]:
         found = [r.manifest() for r in self.resources if r.type.startswith("kubernetes:")]
+        # Registration order is whatever the event loop made it: sort for stable output.
+        found.sort(
+            key=lambda m: (m.get("kind", ""), m["metadata"].get("namespace", ""), m["metadata"]["name"])
+        )
         return [m for m in found if kind is None or m.get("kind") == kind]
 
     def output(self, name: str) -> Any:
@@ -196,7 +200,8 @@ def run_program(
     """Run `__main__.py` for `stack` (config from Pulumi.<stack>.yaml unless given).
 
     Raises whatever the program raises (e.g. a SettingsError) after the runtime settled;
-    `ProgramRun` is only returned for a program that completed.
+    `ProgramRun` is only returned for a program that completed. The exception carries
+    what the program had declared before it failed: see `partial_run`.
     """
     full_config = dict(stack_config(stack, project_dir) if config is None else config)
     project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
@@ -221,13 +226,31 @@ def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) ->
             run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__"))
         )
         outputs = _resolve_stack_outputs()
+    except Exception as error:
+        # Keep the program's own exception (callers match on its type) and attach what
+        # had been declared by then, so a test can check that bad input declared nothing.
+        partial = ProgramRun(stack, config, _resources(monitor, mocks), {}, collector.messages)
+        setattr(error, _PARTIAL_RUN, partial)
+        raise
     finally:
         sys.path.remove(str(project_dir))
         logger.removeHandler(collector)
-    states = monitor.resources
+    return ProgramRun(stack, config, _resources(monitor, mocks), outputs, collector.messages)
+
+
+_PARTIAL_RUN = "partial_program_run"
+
+
+def partial_run(error: BaseException) -> ProgramRun | None:
+    """What a failed `run_program` had declared before raising `error` (no outputs)."""
+    run = getattr(error, _PARTIAL_RUN, None)
+    return run if isinstance(run, ProgramRun) else None
+
+
+def _resources(monitor: RecordingMonitor, mocks: EmulatingMocks) -> list[Resource]:
     resources = []
     for reg in monitor.registrations:
-        state = states[reg["urn"]]
+        state = monitor.resources[reg["urn"]]
         resources.append(
             Resource(
                 type=reg["type"],
@@ -241,7 +264,7 @@ def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) ->
                 outputs=dict(state.state),
             )
         )
-    return ProgramRun(stack, config, resources, outputs, collector.messages)
+    return resources
 
 
 def _resolve_stack_outputs() -> dict[str, StackOutput]:

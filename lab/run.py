@@ -1,0 +1,392 @@
+"""One lab run: evaluate the program, build the node, start the members, observe,
+report, tear down. Every wait is a poll on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.cluster_plan import METRICS_PORT
+
+from . import network, proc
+from .etcd_binary import EtcdBinary
+from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, san_rejections
+from .netns_http import NetnsHttp
+from .pods import Container, image_binaries, materialize
+from .program import ProgramRun, run_program, stack_config
+
+POLL_SECONDS = 0.05
+PROJECT_KEY = "etcd-peer-san"
+
+
+class LabEnvironmentError(RuntimeError):
+    """The machine cannot run the lab (exit 2)."""
+
+
+@dataclass
+class MemberReport:
+    name: str
+    pod_ip: str
+    service_ip: str | None
+    pid: int
+    healthy: bool = False
+    leader: bool = False
+    exit_code: int | None = None
+    probes: dict[str, bool] = field(default_factory=dict)  # readiness/liveness -> passed
+
+
+@dataclass
+class LabReport:
+    stack: str
+    etcd_path: str
+    etcd_version: str
+    run_id: str
+    run_dir: str
+    kept: bool
+    members: list[MemberReport]
+    matrix: RejectionMatrix
+    verdict: str
+    predicted: str
+    timings: dict[str, float]
+    etcdctl: dict[str, Any] | None = None
+
+    @property
+    def matches(self) -> bool:
+        return self.verdict == self.predicted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "etcd": {"path": self.etcd_path, "version": self.etcd_version},
+            "runId": self.run_id,
+            "runDir": self.run_dir if self.kept else None,
+            "members": [
+                {
+                    "name": m.name,
+                    "podIp": m.pod_ip,
+                    "serviceIp": m.service_ip,
+                    "healthy": m.healthy,
+                    "leader": m.leader,
+                    "exitCode": m.exit_code,
+                    "probes": m.probes,
+                }
+                for m in self.members
+            ],
+            "peerMatrix": self.matrix.as_dict(),
+            "sanRejections": self.matrix.total,
+            "unknownRejectionSources": self.matrix.unknown_sources,
+            "firstRejection": self.matrix.first_line,
+            "etcdctl": self.etcdctl,
+            "verdict": self.verdict,
+            "predicted": self.predicted,
+            "match": self.matches,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def check_environment() -> None:
+    """Raise LabEnvironmentError naming the first thing the lab cannot do here."""
+    import os
+
+    if os.geteuid() != 0:
+        raise LabEnvironmentError("not root: the lab creates network namespaces (run it as root)")
+    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("setpriv", "util-linux")):
+        if shutil.which(tool) is None:
+            raise LabEnvironmentError(f"no {tool}: install the Debian package {package}")
+    try:
+        proc.run(["ip", "netns", "list"], timeout=5)
+    except proc.CommandError as exc:
+        raise LabEnvironmentError(f"no network namespaces: {exc}") from None
+
+
+def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> ProgramRun:
+    """The program, with the stack's config, told which etcd really runs."""
+    config = stack_config(stack)
+    config.update({f"{PROJECT_KEY}:{k}": v for k, v in overrides.items()})
+    config[f"{PROJECT_KEY}:etcdVersion"] = str(binary.version)
+    return run_program(stack, config)
+
+
+def _write_objects(program: ProgramRun, directory: Path) -> None:
+    """The declared objects as YAML, so users can read exactly what ran (keys redacted)."""
+    directory.mkdir()
+    for manifest in program.manifests():
+        shown = dict(manifest)
+        if manifest["kind"] == "Secret":
+            data = manifest.get("stringData") or {}
+            shown["stringData"] = {k: f"<{len(str(v))} bytes, in the pod's volume>" for k, v in data.items()}
+        path = directory / f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(shown, sort_keys=False))
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Teardown must finish: hold SIGINT/SIGTERM until it has."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+class Lab:
+    """A running lab: network, member processes, observers. Use as a context manager."""
+
+    def __init__(self, program: ProgramRun, binary: EtcdBinary, *, keep: bool = False) -> None:
+        self.program = program
+        self.binary = binary
+        self.keep = keep
+        self.run_id = network.new_run_id()
+        self.run_dir = network.RUN_BASE / self.run_id
+        self.net = network.Network(self.run_dir)
+        self.plan: network.NetworkPlan | None = None
+        self.containers: list[Container] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.http: NetnsHttp | None = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ set-up
+
+    def __enter__(self) -> Lab:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        started = time.monotonic()
+        manifests = self.program.manifests()
+        domain = _cluster_domain(manifests)
+        self.plan = network.plan_network(manifests, self.run_id, cluster_domain=domain)
+        network.RUN_BASE.mkdir(parents=True, exist_ok=True)
+        network.RUN_BASE.chmod(0o711)
+        self.net.apply(self.plan)  # creates run_dir and its state file first
+        self.run_dir.chmod(0o711)
+        self.timings["network"] = time.monotonic() - started
+
+        started = time.monotonic()
+        _write_objects(self.program, self.run_dir / "objects")
+        secrets = {m["metadata"]["name"]: m for m in self.program.manifests("Secret")}
+        binaries = image_binaries(self.binary.etcd, self.binary.etcdctl)
+        pods = {m["metadata"]["name"]: m for m in self.program.manifests("Pod")}
+        for pod_plan in self.plan.pods:
+            self.containers.append(
+                materialize(
+                    pods[pod_plan.name], pod_plan, secrets, self.run_dir / "pods" / pod_plan.name, binaries
+                )
+            )
+        self.http = NetnsHttp(self.plan.node_netns)
+        self.timings["materialize"] = time.monotonic() - started
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        for container in self.containers:
+            self.processes[container.pod] = proc.spawn(
+                proc.netns_argv(container.netns, container.argv), stdout_path=container.log_path
+            )
+
+    def restart(self, pod: str) -> None:
+        container = next(c for c in self.containers if c.pod == pod)
+        self.processes[pod] = proc.spawn(
+            proc.netns_argv(container.netns, container.argv), stdout_path=container.log_path
+        )
+
+    # ------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        with _signals_deferred():
+            started = time.monotonic()
+            errors = []
+            for popen in self.processes.values():
+                if popen.poll() is None:
+                    # Data dirs are thrown away: no need to wait for a graceful stop.
+                    proc.stop(popen, signal.SIGKILL, grace=5)
+            if self.http is not None:
+                self.http.close()
+            try:
+                self.net.teardown()
+            except Exception as exc:  # report, but still remove the run directory
+                errors.append(str(exc))
+            if not self.keep and self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.timings["teardown"] = time.monotonic() - started
+            if errors:
+                raise network.LabNetworkError("; ".join(errors))
+
+    # ------------------------------------------------------------ observing
+
+    def service_ip(self, pod: str) -> str | None:
+        assert self.plan is not None
+        for service in self.plan.services:
+            if pod in service.endpoints:
+                return service.cluster_ip
+        return None
+
+    def member_by_ip(self) -> dict[str, str]:
+        return {c.pod_ip: c.pod for c in self.containers}
+
+    def poll_health(self) -> dict[str, tuple[bool, bool]]:
+        """pod -> (healthy, leader), read from the plain-HTTP metrics listener."""
+        assert self.http is not None
+        health = {c.pod: self.http.get_async(c.pod_ip, METRICS_PORT, "/health", 0.5) for c in self.containers}
+        healthy = {
+            pod: future.result().ok and health_ok(future.result().body) for pod, future in health.items()
+        }
+        leaders = dict.fromkeys(healthy, False)
+        if all(healthy.values()):
+            metrics = {
+                c.pod: self.http.get_async(c.pod_ip, METRICS_PORT, "/metrics", 1.0) for c in self.containers
+            }
+            leaders = {
+                pod: metric_value(f.result().body, "etcd_server_is_leader") == 1 for pod, f in metrics.items()
+            }
+        return {pod: (healthy[pod], leaders[pod]) for pod in healthy}
+
+    def run_probes(self) -> dict[str, dict[str, bool]]:
+        """Each container's declared httpGet probes, sent like kubelet: from the node."""
+        assert self.http is not None
+        results: dict[str, dict[str, bool]] = {}
+        for c in self.containers:
+            futures = {p.kind: self.http.get_async(c.pod_ip, p.port, p.path, 1.0) for p in c.probes}
+            results[c.pod] = {kind: f.result().ok for kind, f in futures.items()}
+        return results
+
+    def observe(
+        self, predicted_members: int, timeout: float
+    ) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
+        """Poll until the evidence is conclusive or the deadline passes."""
+        names = [c.pod for c in self.containers]
+        matrix = RejectionMatrix(names)
+        tails = {c.pod: LogTail(c.log_path) for c in self.containers}
+        by_ip = self.member_by_ip()
+        deadline = self.started_at + timeout
+        state: dict[str, tuple[bool, bool]] = {}
+        verdict = "unhealthy"
+        while True:
+            for pod, tail in tails.items():
+                for rejection in san_rejections(pod, tail.new_lines()):
+                    matrix.add(rejection, by_ip)
+            state = self.poll_health()
+            leaders = sum(1 for _, leader in state.values() if leader)
+            if all(h for h, _ in state.values()) and leaders == 1:
+                verdict = "healthy"
+                break
+            if matrix.complete:
+                verdict = "peers rejected"
+                break
+            if all(p.poll() is not None for p in self.processes.values()):
+                break  # every member exited: nothing more will happen
+            if time.monotonic() >= deadline:
+                verdict = "peers rejected" if matrix.total else "unhealthy"
+                break
+            time.sleep(POLL_SECONDS)
+        self.timings["verdict"] = time.monotonic() - self.started_at
+        return verdict, matrix, state
+
+    def etcdctl_health(self, command: str) -> dict[str, Any]:
+        """Run the stack's exported `kubectl exec ... etcdctl` command inside the first pod."""
+        words = shlex.split(command)
+        argv = words[words.index("--") + 1 :]
+        pod = _kubectl_exec_pod(words[: words.index("--")])
+        container = next(c for c in self.containers if c.pod == pod)
+        binaries = image_binaries(self.binary.etcd, self.binary.etcdctl)
+        if argv[0] not in binaries:
+            return {"command": command, "ran": False, "reason": f"{argv[0]} is not available locally"}
+        local = [str(binaries[argv[0]]), *(container.rewrite(a) for a in argv[1:])]
+        result = proc.run(proc.netns_argv(container.netns, local), timeout=20, check=False)
+        return {
+            "command": command,
+            "ran": True,
+            "ok": result.returncode == 0,
+            "output": (result.stdout + result.stderr).strip(),
+        }
+
+
+def _kubectl_exec_pod(words: list[str]) -> str:
+    """The pod of `kubectl exec [-n NS] POD`: the first word after exec that is no option."""
+    rest = words[words.index("exec") + 1 :]
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        if option in ("-n", "--namespace", "-c", "--container") and rest:
+            rest.pop(0)
+    if not rest:
+        raise ValueError(f"no pod in {' '.join(words)!r}")
+    return rest[0]
+
+
+def _cluster_domain(manifests: list[dict[str, Any]]) -> str:
+    """The domain the program used in member URLs (its clusterDomain), from a Pod command."""
+    for m in manifests:
+        if m["kind"] == "Pod":
+            for arg in m["spec"]["containers"][0].get("command", []):
+                if arg.startswith("--initial-advertise-peer-urls="):
+                    host = arg.split("//", 1)[1].rsplit(":", 1)[0]
+                    return host.split(".svc.", 1)[1]
+    return "cluster.local"
+
+
+def run_lab(
+    stack: str,
+    binary: EtcdBinary,
+    *,
+    timeout: float = 30.0,
+    keep: bool = False,
+    overrides: dict[str, str] | None = None,
+) -> LabReport:
+    total_started = time.monotonic()
+    started = time.monotonic()
+    program = evaluate(stack, binary, overrides or {})
+    program_seconds = time.monotonic() - started
+    predicted = str(program.output("expectedOutcome"))
+    lab = Lab(program, binary, keep=keep)
+    with lab:
+        lab.timings["program"] = program_seconds
+        lab.start()
+        verdict, matrix, state = lab.observe(len(lab.containers), timeout)
+        probes = lab.run_probes()
+        etcdctl = lab.etcdctl_health(str(program.output("healthCommand"))) if verdict == "healthy" else None
+        members = [
+            MemberReport(
+                name=c.pod,
+                pod_ip=c.pod_ip,
+                service_ip=lab.service_ip(c.pod),
+                pid=lab.processes[c.pod].pid,
+                healthy=state.get(c.pod, (False, False))[0],
+                leader=state.get(c.pod, (False, False))[1],
+                exit_code=lab.processes[c.pod].poll(),
+                probes=probes[c.pod],
+            )
+            for c in lab.containers
+        ]
+    lab.timings["total"] = time.monotonic() - total_started
+    return LabReport(
+        stack=stack,
+        etcd_path=str(binary.etcd),
+        etcd_version=str(binary.version),
+        run_id=lab.run_id,
+        run_dir=str(lab.run_dir),
+        kept=keep,
+        members=members,
+        matrix=matrix,
+        verdict=verdict,
+        predicted=predicted,
+        timings=lab.timings,
+        etcdctl=etcdctl,
+    )
