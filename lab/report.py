@@ -25,7 +25,7 @@ def render(report: LabReport) -> str:
                 m.service_ip or "-",
                 "healthy"
                 if m.healthy
-                else ("exited %d" % m.exit_code if m.exit_code is not None else "unhealthy"),
+                else (f"exited {m.exit_code}" if m.exit_code is not None else "unhealthy"),
                 "leader" if m.leader else "-",
                 "yes" if m.probes.get("readiness") else "no",
                 "-" if live is None else ("yes" if live else "no"),
@@ -49,12 +49,14 @@ def render(report: LabReport) -> str:
         f"{'as predicted' if report.matches else 'NOT AS PREDICTED'}"
     )
     lines.append(
-        f"time to verdict {t.get('verdict', 0):.2f} s after the members started; total {t.get('total', 0):.2f} s "
+        f"time to verdict {t.get('verdict', 0):.2f} s after the members started; "
+        f"total {t.get('total', 0):.2f} s "
         f"(program {t.get('program', 0):.2f}, network {t.get('network', 0):.2f}, "
         f"files {t.get('materialize', 0):.2f}, teardown {t.get('teardown', 0):.2f})"
     )
     if report.kept:
         lines.append(
-            f"kept: {report.run_dir} (objects/, pods/<member>/container.log); remove with: python -m lab cleanup"
+            f"kept: {report.run_dir} (objects/, pods/<member>/container.log); "
+            "remove with: python -m lab cleanup"
         )
     return "\n".join(lines)
