@@ -1,0 +1,206 @@
+"""The lab end to end: real etcd (3.5.1 and 3.4.23) running what each stack declares."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import network
+from lab import run as lab_run
+from lab.__main__ import main as lab_main
+from tests.lab_support import BINARIES, ROOT, lab_namespaces, require_lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module", params=sorted(BINARIES))
+def binary(request):
+    require_lab()
+    return BINARIES[request.param]()
+
+
+def _assert_gone(report: lab_run.LabReport) -> None:
+    assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report.run_id}-")]
+    assert not list(Path("/etc/netns").glob(f"esl-{report.run_id}-*"))
+    assert not Path(report.run_dir).exists()
+    for member in report.members:
+        assert not Path(f"/proc/{member.pid}").exists(), f"{member.name} (PID {member.pid}) still runs"
+
+
+def test_skip_stack_is_healthy(binary):
+    report = lab_run.run_lab("skip", binary)
+    assert report.etcd_version == str(binary.version)
+    assert (report.verdict, report.predicted) == ("healthy", "healthy")
+    assert [m.name for m in report.members] == ["etcd-skip-0", "etcd-skip-1", "etcd-skip-2"]
+    assert all(m.healthy for m in report.members)
+    assert sum(m.leader for m in report.members) == 1
+    assert report.matrix.total == 0
+    # The program's declared readiness probe passes against the live member; these
+    # versions have no /livez, so the program declares no liveness probe (FACTS.md).
+    assert all(m.probes == {"readiness": True} for m in report.members)
+    assert report.etcdctl is not None and report.etcdctl["ok"], report.etcdctl
+    assert report.etcdctl["output"].count("is healthy") == 3
+    _assert_gone(report)
+
+
+def test_noskip_members_reject_each_other(binary):
+    report = lab_run.run_lab("noskip", binary)
+    assert (report.verdict, report.predicted) == ("peers rejected", "peers rejected")
+    names = [m.name for m in report.members]
+    assert report.matrix.as_dict() == {r: {c: "-" if r == c else "rejected" for c in names} for r in names}
+    assert report.matrix.unknown_sources == {}
+    first = report.matrix.first_line or ""
+    assert "does not match any of DNSNames" in first
+    assert any(f'\\"{m.pod_ip}\\"' in first for m in report.members), first
+    assert not any(m.healthy or m.leader for m in report.members)
+    assert all(m.probes == {"readiness": False} for m in report.members)
+    # Every member is reached through its Service address, not its pod IP.
+    assert all(m.service_ip and m.service_ip.startswith("10.96.") for m in report.members)
+    _assert_gone(report)
+
+
+def test_json_report_from_the_command_line():
+    require_lab()
+    result = subprocess.run(
+        [sys.executable, "-m", "lab", "run", "--stack", "noskip", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == report["predicted"] == "peers rejected"
+    assert report["match"] is True
+    assert report["sanRejections"] >= 6
+    assert set(report["timings"]) >= {"program", "network", "verdict", "teardown", "total"}
+
+
+def test_unexpected_outcome_exits_1_and_leaves_nothing(monkeypatch, capsys):
+    require_lab()
+    # A deadline that expires at the first poll: the skip stack cannot be healthy yet.
+    before = lab_namespaces()
+    assert lab_main(["run", "--stack", "skip", "--timeout", "0"]) == 1
+    assert "NOT AS PREDICTED" in capsys.readouterr().out
+    assert lab_namespaces() == before
+
+
+def test_error_mid_run_tears_everything_down(monkeypatch):
+    require_lab()
+    seen = {}
+
+    def broken_observe(self, *args, **kwargs):
+        seen["run_dir"] = self.run_dir
+        seen["pids"] = [p.pid for p in self.processes.values()]
+        seen["namespaces"] = self.plan.namespaces
+        raise RuntimeError("observer broke")
+
+    monkeypatch.setattr(lab_run.Lab, "observe", broken_observe)
+    with pytest.raises(RuntimeError, match="observer broke"):
+        lab_run.run_lab("skip", BINARIES["3.5.1"]())
+    assert seen["pids"], "the members were started before the failure"
+    assert not set(seen["namespaces"]) & lab_namespaces()
+    assert not seen["run_dir"].exists()
+    assert not [p for p in seen["pids"] if Path(f"/proc/{p}").exists()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_run_leaves_nothing(sig):
+    require_lab()
+    before = lab_namespaces()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "lab", "run", "--stack", "noskip", "--timeout", "60", "--config", "members=1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Wait until the run's members exist (its pod namespaces hold an etcd).
+    deadline = time.monotonic() + 30
+    ours: set[str] = set()
+    while time.monotonic() < deadline and child.poll() is None:
+        ours = lab_namespaces() - before
+        pods = [n for n in ours if not n.endswith("-node")]
+        if pods and all(network.pids_in_namespaces([n]).get(n) for n in pods):
+            break
+        time.sleep(0.02)
+    assert ours, "the run never created its namespaces"
+    child.send_signal(sig)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode != 0
+    assert not ours & lab_namespaces(), stderr
+    run_ids = {n.split("-")[1] for n in ours}
+    assert not [d for d in network.RUN_BASE.glob("*") if d.name in run_ids]
+    assert not [d for d in Path("/etc/netns").glob("esl-*") if d.name in ours]
+
+
+def test_two_runs_in_parallel_both_succeed():
+    require_lab()
+    before = lab_namespaces()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lab", "run", "--stack", stack, "--json"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for stack in ("skip", "noskip")
+    ]
+    outputs = [child.communicate(timeout=120) for child in children]
+    reports = [json.loads(out) for out, _ in outputs]
+    assert [c.returncode for c in children] == [0, 0], [err for _, err in outputs]
+    assert [r["verdict"] for r in reports] == ["healthy", "peers rejected"]
+    assert reports[0]["runId"] != reports[1]["runId"]
+    assert lab_namespaces() == before
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("not-root", "not root"),
+        ("no-etcd", "no etcd"),
+        ("no-iptables", "no iptables-restore"),
+    ],
+)
+def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to simulate each missing piece (as non-root, 'not root' is the real case)")
+    if case == "not-root":
+        result = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "lab",
+                "run",
+                "--stack",
+                "skip",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        code, err = result.returncode, result.stderr
+    else:
+        if case == "no-iptables":
+            real_which = lab_run.shutil.which
+            monkeypatch.setattr(
+                lab_run.shutil, "which", lambda t: None if t == "iptables-restore" else real_which(t)
+            )
+        args = ["run", "--stack", "skip"] + (["--etcd", "/nonexistent/etcd"] if case == "no-etcd" else [])
+        code, err = lab_main(args), capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab: cannot run here:") and expected in lines[0], err
