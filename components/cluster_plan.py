@@ -238,7 +238,9 @@ def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "etcd",
         "image": settings.image,
-        "imagePullPolicy": "IfNotPresent",
+        # Re-check the registry on every start: a node-cached image under the same tag
+        # is not trusted (checkov CKV_K8S_15).
+        "imagePullPolicy": "Always",
         "command": etcd_command(settings, member),
         "ports": [
             {"name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP"},

@@ -5,11 +5,20 @@ from __future__ import annotations
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from .settings import CONFIG_KEYS, ParsedSettings, SettingsError, check_unknown_keys, parse_settings
+from .settings import (
+    CONFIG_KEYS,
+    MAX_MEMBERS,
+    MIN_MEMBERS,
+    ParsedSettings,
+    SettingsError,
+    check_unknown_keys,
+    parse_settings,
+)
 
+# The same texts as settings.coerce: the only integer key is `members`.
 _ALLOWED = {
     "boolean": "must be a boolean: true or false",
-    "integer": "must be an integer",
+    "integer": f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}",
     "string": "must be a string",
 }
 

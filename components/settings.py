@@ -67,6 +67,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
 KEYS_BY_NAME = {key.name: key for key in CONFIG_KEYS}
 
 MIN_MEMBERS, MAX_MEMBERS = 1, 9
+# The longest name derived from the stack is the client CA's common name,
+# "etcd-<stack> client CA" (etcd_cluster.py), and X.509 allows 64 characters.
+MAX_STACK_NAME = 64 - len("etcd- client CA")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
@@ -167,11 +170,11 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
     }
     warnings: list[str] = []
 
-    if not _is_dns_label(f"etcd-{stack}-{MAX_MEMBERS - 1}"):
+    if len(stack) > MAX_STACK_NAME or not _is_dns_label(f"etcd-{stack}-{MAX_MEMBERS - 1}"):
         raise SettingsError(
             "stack name",
             stack,
-            "must be lower-case letters, digits and '-' (at most 50 characters), "
+            f"must be lower-case letters, digits and '-' (at most {MAX_STACK_NAME} characters), "
             "because member names are etcd-<stack>-<i> DNS-1123 labels",
         )
 

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     peak_lab = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
-        f"peak RSS: lab process {peak_lab:.0f} MiB; largest child process (etcd, ip, etcdctl...) {peak_child:.0f} MiB"
+        f"peak RSS: lab process {peak_lab:.0f} MiB; "
+        f"largest child process (etcd, ip, etcdctl...) {peak_child:.0f} MiB"
     )
     if not ok:
         print("some lab runs did not match their prediction", file=sys.stderr)

@@ -213,13 +213,17 @@ def run_program(
 def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) -> ProgramRun:
     mocks = EmulatingMocks()
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_all_config(config)
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
-    SETTINGS.rpc_manager.clear()
-    SETTINGS.outputs.clear()
     collector = _WarningCollector()
     logger = logging.getLogger("pulumi")
     logger.addHandler(collector)
+    pulumi.runtime.set_all_config(config)
+    # The mock engine sends `pulumi.log` messages to the logger it is given (the root
+    # logger by default, which the collector would not see).
+    pulumi.runtime.set_mocks(
+        mocks, project=project, stack=stack, preview=False, logger=logger, monitor=monitor
+    )
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
     sys.path.insert(0, str(project_dir))
     try:
         _sync_await(

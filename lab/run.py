@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,8 +144,18 @@ def _signals_deferred() -> Iterator[None]:
 class Lab:
     """A running lab: network, member processes, observers. Use as a context manager."""
 
-    def __init__(self, program: ProgramRun, binary: EtcdBinary, *, keep: bool = False) -> None:
+    def __init__(
+        self,
+        program: ProgramRun,
+        binary: EtcdBinary,
+        *,
+        keep: bool = False,
+        extra_pods: Sequence[dict[str, Any]] = (),
+    ) -> None:
         self.program = program
+        # Pods that only join the network plan (a pod IP, the hosts file, the Service
+        # DNAT) and run nothing: clients and intruders the lab acts from.
+        self.extra_pods = list(extra_pods)
         self.binary = binary
         self.keep = keep
         self.run_id = network.new_run_id()
@@ -174,7 +184,7 @@ class Lab:
         started = time.monotonic()
         manifests = self.program.manifests()
         domain = _cluster_domain(manifests)
-        self.plan = network.plan_network(manifests, self.run_id, cluster_domain=domain)
+        self.plan = network.plan_network([*manifests, *self.extra_pods], self.run_id, cluster_domain=domain)
         network.RUN_BASE.mkdir(parents=True, exist_ok=True)
         network.RUN_BASE.chmod(0o711)
         self.net.apply(self.plan)  # creates run_dir and its state file first
@@ -187,6 +197,8 @@ class Lab:
         binaries = image_binaries(self.binary.etcd, self.binary.etcdctl)
         pods = {m["metadata"]["name"]: m for m in self.program.manifests("Pod")}
         for pod_plan in self.plan.pods:
+            if pod_plan.name not in pods:
+                continue  # an extra pod: nothing to run
             self.containers.append(
                 materialize(
                     pods[pod_plan.name], pod_plan, secrets, self.run_dir / "pods" / pod_plan.name, binaries
