@@ -5,6 +5,7 @@ report, tear down. Every wait is a poll on a condition with a deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import shutil
 import signal
@@ -193,6 +194,8 @@ class Lab:
 
         started = time.monotonic()
         _write_objects(self.program, self.run_dir / "objects")
+        # The topology as data (namespaces, addresses, DNAT rules, hosts files).
+        (self.run_dir / "network-plan.json").write_text(json.dumps(self.plan.to_dict(), indent=2))
         secrets = {m["metadata"]["name"]: m for m in self.program.manifests("Secret")}
         binaries = image_binaries(self.binary.etcd, self.binary.etcdctl)
         pods = {m["metadata"]["name"]: m for m in self.program.manifests("Pod")}
