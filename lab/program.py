@@ -215,7 +215,6 @@ def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) ->
     monitor = RecordingMonitor(mocks)
     collector = _WarningCollector()
     logger = logging.getLogger("pulumi")
-    logger.addHandler(collector)
     pulumi.runtime.set_all_config(config)
     # The mock engine sends `pulumi.log` messages to the logger it is given (the root
     # logger by default, which the collector would not see).
@@ -224,11 +223,14 @@ def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) ->
     )
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
+
+    def program() -> None:
+        runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+
+    logger.addHandler(collector)
     sys.path.insert(0, str(project_dir))
     try:
-        _sync_await(
-            run_pulumi_func(lambda: runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__"))
-        )
+        _sync_await(run_pulumi_func(program))
         outputs = _resolve_stack_outputs()
     except Exception as error:
         # Keep the program's own exception (callers match on its type) and attach what

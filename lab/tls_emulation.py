@@ -141,7 +141,7 @@ def _sans(inputs: Mapping[str, Any]) -> list[x509.GeneralName]:
     return names
 
 
-def _signature_hash(key: PrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def _signature_hash(key: PrivateKeyTypes) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 

@@ -86,10 +86,11 @@ def test_json_report_from_the_command_line():
 def test_unexpected_outcome_exits_1_and_leaves_nothing(monkeypatch, capsys):
     require_lab()
     # A deadline that expires at the first poll: the skip stack cannot be healthy yet.
-    before = lab_namespaces()
-    assert lab_main(["run", "--stack", "skip", "--timeout", "0"]) == 1
-    assert "NOT AS PREDICTED" in capsys.readouterr().out
-    assert lab_namespaces() == before
+    assert lab_main(["run", "--stack", "skip", "--timeout", "0", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["verdict"], report["match"]) == ("unhealthy", False)
+    assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report['runId']}-")]
+    assert not (network.RUN_BASE / report["runId"]).exists()
 
 
 def test_error_mid_run_tears_everything_down(monkeypatch):
@@ -111,10 +112,21 @@ def test_error_mid_run_tears_everything_down(monkeypatch):
     assert not [p for p in seen["pids"] if Path(f"/proc/{p}").exists()]
 
 
+def _run_state_of(pid: int) -> dict | None:
+    """The network state file written by the lab process `pid` (other runs may be going on)."""
+    for state_file in network.RUN_BASE.glob(f"*/{network.STATE_FILE}"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("owner_pid") == pid:
+            return state
+    return None
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_run_leaves_nothing(sig):
     require_lab()
-    before = lab_namespaces()
     child = subprocess.Popen(
         [sys.executable, "-m", "lab", "run", "--stack", "noskip", "--timeout", "60", "--config", "members=1"],
         cwd=ROOT,
@@ -122,28 +134,28 @@ def test_signal_mid_run_leaves_nothing(sig):
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Wait until the run's members exist (its pod namespaces hold an etcd).
+    # Wait until the run's member runs (its pod namespace holds an etcd).
     deadline = time.monotonic() + 30
-    ours: set[str] = set()
+    state = None
     while time.monotonic() < deadline and child.poll() is None:
-        ours = lab_namespaces() - before
-        pods = [n for n in ours if not n.endswith("-node")]
-        if pods and all(network.pids_in_namespaces([n]).get(n) for n in pods):
-            break
+        state = _run_state_of(child.pid)
+        if state:
+            pods = [n for n in state["namespaces"] if not n.endswith("-node")]
+            if pods and all(network.pids_in_namespaces(pods).get(n) for n in pods):
+                break
         time.sleep(0.02)
-    assert ours, "the run never created its namespaces"
+    assert state, "the run never created its namespaces"
+    ours = set(state["namespaces"])
     child.send_signal(sig)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode != 0
     assert not ours & lab_namespaces(), stderr
-    run_ids = {n.split("-")[1] for n in ours}
-    assert not [d for d in network.RUN_BASE.glob("*") if d.name in run_ids]
+    assert not (network.RUN_BASE / state["run_id"]).exists()
     assert not [d for d in Path("/etc/netns").glob("esl-*") if d.name in ours]
 
 
 def test_two_runs_in_parallel_both_succeed():
     require_lab()
-    before = lab_namespaces()
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "lab", "run", "--stack", stack, "--json"],
@@ -159,7 +171,9 @@ def test_two_runs_in_parallel_both_succeed():
     assert [c.returncode for c in children] == [0, 0], [err for _, err in outputs]
     assert [r["verdict"] for r in reports] == ["healthy", "peers rejected"]
     assert reports[0]["runId"] != reports[1]["runId"]
-    assert lab_namespaces() == before
+    for report in reports:
+        assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report['runId']}-")]
+        assert not (network.RUN_BASE / report["runId"]).exists()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,86 @@
+"""Shared fixtures: the whole program run under mocks (cached per session) and settings.
+
+Config is given as the CLI gives it: string values under `etcd-peer-san:<key>`. Runs
+are cached by (stack, config) because every run generates ~20 real keys; tests only
+read a run, never change it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import pytest
+
+from components.cluster_plan import Member, members_of
+from components.settings import PROJECT, Settings, parse_settings
+from lab.program import ProgramRun, run_program, stack_config
+
+RunStack = Callable[..., ProgramRun]
+MakeSettings = Callable[..., Settings]
+STACKS = ("skip", "noskip")
+
+
+def cli_config(stack: str, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The stack file's config plus `overrides` (short key names), all CLI strings."""
+    config = stack_config(stack)
+    config.update({f"{PROJECT}:{key}": value for key, value in (overrides or {}).items()})
+    return config
+
+
+@functools.cache
+def _cached_run(stack: str, config: tuple[tuple[str, str], ...]) -> ProgramRun:
+    return run_program(stack, dict(config))
+
+
+def _run_stack(stack: str, overrides: Mapping[str, str] | None = None) -> ProgramRun:
+    return _cached_run(stack, tuple(sorted(cli_config(stack, overrides).items())))
+
+
+@pytest.fixture(scope="session")
+def run_stack() -> RunStack:
+    """`run_stack("skip", {"members": "5"})`: the program for a stack file plus overrides."""
+    return _run_stack
+
+
+@pytest.fixture(scope="session")
+def skip_run() -> ProgramRun:
+    return _run_stack("skip")
+
+
+@pytest.fixture(scope="session")
+def noskip_run() -> ProgramRun:
+    return _run_stack("noskip")
+
+
+@pytest.fixture(scope="session", params=STACKS)
+def stack_run(request: pytest.FixtureRequest) -> ProgramRun:
+    """Each stack file's run in turn."""
+    return _run_stack(request.param)
+
+
+def settings_of(run: ProgramRun) -> Settings:
+    """The Settings the program derived from a run's config (same parser, same input)."""
+    prefix = f"{PROJECT}:"
+    raw = {key[len(prefix) :]: value for key, value in run.config.items() if key.startswith(prefix)}
+    return parse_settings(raw, run.stack).settings
+
+
+@pytest.fixture(scope="session")
+def run_settings() -> Callable[[ProgramRun], Settings]:
+    return settings_of
+
+
+@pytest.fixture(scope="session")
+def run_members() -> Callable[[ProgramRun], tuple[Member, ...]]:
+    return lambda run: members_of(settings_of(run))
+
+
+@pytest.fixture(scope="session")
+def make_settings() -> MakeSettings:
+    """`make_settings("skip", members=5)`: parsed Settings from short-named raw values."""
+
+    def make(stack: str = "skip", **raw: object) -> Settings:
+        return parse_settings(raw, stack).settings
+
+    return make

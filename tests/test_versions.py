@@ -1,0 +1,136 @@
+"""The version table: how etcd spells the skip flag and which probe paths it serves."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.versions import (
+    EXPERIMENTAL_SKIP_FLAG,
+    STABLE_SKIP_FLAG,
+    EtcdVersion,
+    ProbePaths,
+    probe_paths_for,
+    skip_flag_for,
+    version_from_image,
+)
+
+EXPERIMENTAL = "--experimental-peer-skip-client-san-verification"
+STABLE = "--peer-skip-client-san-verification"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_flag_spellings_are_etcds():
+    # Spelled out here, not only imported: a typo in the constant must fail a test.
+    assert EXPERIMENTAL_SKIP_FLAG == EXPERIMENTAL
+    assert STABLE_SKIP_FLAG == STABLE
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3.5.1", (3, 5, 1)),
+        ("v3.6.16", (3, 6, 16)),
+        ("3.6.0-rc.1", (3, 6, 0)),
+        ("3.5.12-0", (3, 5, 12)),
+        ("3.7.0+build.5", (3, 7, 0)),
+        (" 3.4.23 ", (3, 4, 23)),
+        ("10.20.30", (10, 20, 30)),
+    ],
+)
+def test_parse_accepts_release_versions(text, expected):
+    assert EtcdVersion.parse(text).key == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "3", "3.6", "3.x", "3.6.x", "v", "latest", "3.6.16abc", "3.6.1.2", "V3.6.1"]
+)
+def test_parse_rejects_non_versions(text):
+    with pytest.raises(ValueError, match="not an etcd version"):
+        EtcdVersion.parse(text)
+
+
+def test_versions_order_numerically_and_print_plainly():
+    ordered = ["3.2.28", "3.3.9", "3.3.17", "3.4.23", "3.4.29", "3.5.1", "3.5.11", "3.6.0", "3.10.0"]
+    versions = [EtcdVersion.parse(v) for v in ordered]
+    assert sorted(reversed(versions)) == versions
+    assert EtcdVersion.parse("v3.6.16") == EtcdVersion(3, 6, 16)
+    assert str(EtcdVersion.parse("v3.6.0-rc.1")) == "3.6.0"
+    assert EtcdVersion(3, 5, 11) > EtcdVersion(3, 5, 9)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("gcr.io/etcd-development/etcd:v3.6.16", "3.6.16"),
+        ("quay.io/coreos/etcd:v3.5.1", "3.5.1"),
+        ("registry.k8s.io/etcd:3.5.12-0", "3.5.12"),
+        ("etcd:3.4.23", "3.4.23"),
+        # A registry with a port: the ':' of the port is not the tag separator.
+        ("localhost:5000/etcd:v3.5.1", "3.5.1"),
+        ("my.registry:5000/team/etcd:v3.7.0", "3.7.0"),
+        ("localhost:5000/etcd", None),
+        ("gcr.io/etcd-development/etcd", None),
+        ("etcd:latest", None),
+        ("etcd:main", None),
+        (f"gcr.io/etcd-development/etcd@{DIGEST}", None),
+        # With a digest the digest decides what runs; the tag is not trusted for the version.
+        (f"gcr.io/etcd-development/etcd:v3.6.16@{DIGEST}", None),
+    ],
+)
+def test_version_from_image(image, expected):
+    found = version_from_image(image)
+    assert (None if found is None else str(found)) == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "flag"),
+    [
+        ("3.2.0", None),
+        ("3.2.27", None),
+        ("3.2.28", EXPERIMENTAL),
+        ("3.2.32", EXPERIMENTAL),
+        ("3.3.0", None),
+        ("3.3.16", None),
+        ("3.3.17", EXPERIMENTAL),
+        ("3.3.27", EXPERIMENTAL),
+        ("3.4.0", EXPERIMENTAL),
+        ("3.4.23", EXPERIMENTAL),
+        ("3.4.37", EXPERIMENTAL),
+        ("3.5.0", EXPERIMENTAL),
+        ("3.5.1", EXPERIMENTAL),
+        ("3.5.21", EXPERIMENTAL),
+        # 3.6 accepts both but deprecates the experimental one: only the stable one.
+        ("3.6.0-rc.0", STABLE),
+        ("3.6.0", STABLE),
+        ("3.6.16", STABLE),
+        # 3.7 removed every experimental flag.
+        ("3.7.0", STABLE),
+        ("3.7.5", STABLE),
+    ],
+)
+def test_skip_flag_for(version, flag):
+    assert skip_flag_for(EtcdVersion.parse(version)) == flag
+
+
+@pytest.mark.parametrize(
+    ("version", "readiness", "liveness"),
+    [
+        # /livez and /readyz arrived in 3.4.29, 3.5.11 and 3.6.0; before that only
+        # /health, which fails without a leader, so there is no liveness probe.
+        ("3.4.0", "/health", None),
+        ("3.4.23", "/health", None),
+        ("3.4.28", "/health", None),
+        ("3.4.29", "/readyz", "/livez"),
+        ("3.4.37", "/readyz", "/livez"),
+        ("3.5.0", "/health", None),
+        ("3.5.1", "/health", None),
+        ("3.5.10", "/health", None),
+        ("3.5.11", "/readyz", "/livez"),
+        ("3.5.21", "/readyz", "/livez"),
+        ("3.6.0", "/readyz", "/livez"),
+        ("3.6.16", "/readyz", "/livez"),
+        ("3.7.0", "/readyz", "/livez"),
+    ],
+)
+def test_probe_paths_for(version, readiness, liveness):
+    assert probe_paths_for(EtcdVersion.parse(version)) == ProbePaths(readiness=readiness, liveness=liveness)
