@@ -63,13 +63,25 @@ class Member:
         return f"https://{self.service_fqdn}:{CLIENT_PORT}"
 
     @property
+    def cluster_name(self) -> str:
+        return self.name.rsplit("-", 1)[0]
+
+    @property
     def labels(self) -> dict[str, str]:
         return {
-            "app.kubernetes.io/name": "etcd",
-            "app.kubernetes.io/instance": self.name.rsplit("-", 1)[0],
+            **_labels(self.cluster_name),
             # Unique per member: each Service selects exactly one Pod.
             "etcd-peer-san/member": self.name,
         }
+
+
+def _labels(cluster_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": cluster_name}
+
+
+def cluster_labels(settings: Settings) -> dict[str, str]:
+    """Labels of the objects that belong to the whole cluster, not to one member."""
+    return _labels(settings.cluster_name)
 
 
 def members_of(settings: Settings) -> tuple[Member, ...]:
@@ -209,7 +221,7 @@ def secret_manifest(
     settings: Settings, member: Member | None, role: TlsRole, data: dict[str, Any]
 ) -> dict[str, Any]:
     """A kubernetes.io/tls Secret; `data` maps tls.crt, tls.key, ca.crt to PEM text."""
-    labels = members_of(settings)[0].labels if member is None else member.labels
+    labels = cluster_labels(settings) if member is None else member.labels
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -23,14 +23,15 @@ _ALLOWED = {
 }
 
 
-def _all_config_keys() -> list[str]:
-    """Every key set for the stack: the CLI passes them in PULUMI_CONFIG, tests via set_all_config."""
-    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
-    return sorted(keys)
+def _all_config_values() -> dict[str, object]:
+    """Every key set for the stack (the CLI passes them in PULUMI_CONFIG, tests via
+    set_all_config), with secret values hidden: they only ever appear in errors."""
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return {k: "[secret]" if runtime_config.is_config_secret(k) else v for k, v in values.items()}
 
 
 def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
-    check_unknown_keys(_all_config_keys())
+    check_unknown_keys(_all_config_values())
     raw: dict[str, object] = {}
     for key in CONFIG_KEYS:
         try:

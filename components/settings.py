@@ -119,10 +119,13 @@ def _is_dns_label(text: str) -> bool:
     return len(text) <= 63 and bool(_DNS_LABEL.match(text))
 
 
-def check_unknown_keys(keys: list[str]) -> None:
-    """Reject keys in the project namespace that the program does not read."""
+def check_unknown_keys(values: Mapping[str, object]) -> None:
+    """Reject keys in the project namespace that the program does not read.
+
+    `values` maps full keys (`project:key`) to their values as given.
+    """
     prefix = f"{PROJECT}:"
-    for full in sorted(keys):
+    for full in sorted(values):
         if not full.startswith(prefix):
             continue
         name = full[len(prefix) :]
@@ -133,7 +136,7 @@ def check_unknown_keys(keys: list[str]) -> None:
         guess = close[0] if close else lowered.get(name.lower())
         raise SettingsError(
             name,
-            "(set)",
+            values[full],
             "unknown key; known keys: " + ", ".join(KEYS_BY_NAME),
             f"did you mean {guess!r}?" if guess else "",
         )
@@ -206,6 +209,7 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
         raise SettingsError("image", image, "must carry a pinned tag or digest, not 'latest' or none")
 
     version_text = str(values["etcdVersion"]).strip()
+    from_tag = version_from_image(image)
     if version_text:
         try:
             version = EtcdVersion.parse(version_text)
@@ -213,8 +217,14 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
             raise SettingsError(
                 "etcdVersion", version_text, "must be an etcd version such as 3.6.16"
             ) from None
+        if from_tag is not None and from_tag != version:
+            # Flags follow etcdVersion: a different etcd in the image would refuse them.
+            raise SettingsError(
+                "etcdVersion",
+                version_text,
+                f"must match the version the image tag names ({from_tag}, from {image}), or be empty",
+            )
     else:
-        from_tag = version_from_image(image)
         if from_tag is None:
             raise SettingsError(
                 "image",
@@ -222,15 +232,17 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
                 "its tag names no etcd version (e.g. ':v3.6.16'); set etcdVersion too",
             )
         version = from_tag
-    if version < OLDEST_SUPPORTED:
-        raise SettingsError(
-            "etcdVersion", str(version), f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
-        )
+    # The skip check first: for an old etcd with skip on, the missing option is the news.
     if skip and skip_flag_for(version) is None:
         raise SettingsError(
             "skipClientSanVerification",
             True,
-            f"etcd {version} has no peer skip-client-SAN option; use 3.4+, or set it false",
+            f"etcd {version} has no peer skip-client-SAN option (3.2.28+, 3.3.17+, 3.4+ have it); "
+            "use a newer etcd, or set it false",
+        )
+    if version < OLDEST_SUPPORTED:
+        raise SettingsError(
+            "etcdVersion", str(version), f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
         )
 
     cn_value = str(values["peerCertAllowedCn"]).strip()

@@ -103,12 +103,27 @@ BAD = [
     (
         "version-3.3-with-skip",
         "skip",
-        config(etcdVersion="3.3.10", skipClientSanVerification="true"),
+        config(image=f"{IMAGE}:custom", etcdVersion="3.3.10", skipClientSanVerification="true"),
+        "skipClientSanVerification",
+        "True",
+        "etcd 3.3.10 has no peer skip-client-SAN option",
+    ),
+    (
+        "version-contradicts-tag",
+        "skip",
+        config(image=f"{IMAGE}:v3.7.0", etcdVersion="3.5.1"),
         "etcdVersion",
-        "'3.3.10'",
+        "'3.5.1'",
+        "must match the version the image tag names (3.7.0",
+    ),
+    (
+        "version-3.2",
+        "noskip",
+        config(image=f"{IMAGE}:custom", etcdVersion="3.2.0"),
+        "etcdVersion",
+        "'3.2.0'",
         "3.4.0 or newer",
     ),
-    ("version-3.2", "noskip", config(etcdVersion="3.2.0"), "etcdVersion", "'3.2.0'", "3.4.0 or newer"),
     (
         "version-3.3-tag",
         "noskip",
@@ -188,6 +203,8 @@ def test_unknown_key_fails_with_a_hint(raw, key, hint):
         run_program("skip", config={**config(skipClientSanVerification="true"), **raw})
     message = str(caught.value)
     assert f"{PROJECT}:{key}" in message
+    # The value given is named too (only an unknown key's own value).
+    assert f"= {raw[f'{PROJECT}:{key}']!r}:" in message
     assert f"unknown key; known keys: {KNOWN_KEYS}" in message
     if hint is None:
         assert "did you mean" not in message
