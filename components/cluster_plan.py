@@ -231,6 +231,38 @@ def secret_manifest(
     }
 
 
+# Pods carrying `CLIENT_LABEL: <cluster name>` may use the client port.
+CLIENT_LABEL = "etcd-peer-san/client"
+
+
+def network_policy_manifest(settings: Settings) -> dict[str, Any]:
+    """Ingress to the members: peer port only from members, client port from members and
+    labelled clients, plain-HTTP health/metrics from anywhere (no secrets there).
+
+    Defence in depth: with the SAN check skipped, TLS trust in the peer CA (and the CN
+    pin) is what admits a peer; this keeps other pods from even reaching the peer port.
+    """
+    members = cluster_labels(settings)
+    tcp = [{"port": port, "protocol": "TCP"} for port in (PEER_PORT, CLIENT_PORT)]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(settings, settings.cluster_name, members),
+        "spec": {
+            "podSelector": {"matchLabels": dict(members)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": dict(members)}}], "ports": tcp},
+                {
+                    "from": [{"podSelector": {"matchLabels": {CLIENT_LABEL: settings.cluster_name}}}],
+                    "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}],
+                },
+                {"ports": [{"port": METRICS_PORT, "protocol": "TCP"}]},
+            ],
+        },
+    }
+
+
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "metrics", "scheme": "HTTP"},

@@ -68,6 +68,10 @@ class EtcdCluster(pulumi.ComponentResource):
             for member in members
         ]
 
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol", **_fields(plan.network_policy_manifest(settings)), opts=child
+        )
+
         client = self._leaf(
             "etcdctl",
             client_ca,
@@ -105,7 +109,7 @@ class EtcdCluster(pulumi.ComponentResource):
                 **_fields(plan.pod_manifest(settings, member)),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[*secrets, *services],
+                    depends_on=[*secrets, *services, policy],
                     # The name is fixed, so a replacement must delete first.
                     delete_before_replace=True,
                 ),

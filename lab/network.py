@@ -93,6 +93,8 @@ class PodPlan:
     named_ports: tuple[tuple[str, int], ...]  # containers[].ports[] with a name
     hosts: str = ""  # contents of /etc/netns/<netns>/hosts
     resolv_conf: str = ""  # contents of /etc/netns/<netns>/resolv.conf
+    # filter INPUT rules from the NetworkPolicies that select the pod; empty: admit all.
+    ingress_rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,16 +208,19 @@ def plan_network(
         raise LabPlanError(f"cluster domain {cluster_domain!r} is not a DNS name")
     pod_ms: list[Mapping[str, Any]] = []
     svc_ms: list[Mapping[str, Any]] = []
+    policy_ms: list[Mapping[str, Any]] = []
     for m in manifests:
         kind = m.get("kind")
         if kind == "Pod":
             pod_ms.append(m)
         elif kind == "Service":
             svc_ms.append(m)
+        elif kind == "NetworkPolicy":
+            policy_ms.append(m)
         elif kind not in _IGNORED_KINDS:
             raise LabPlanError(
                 f"kind {kind!r} ({_meta_name(m)}) is not supported by the lab network; "
-                "give it Pods and Services"
+                "give it Pods, Services and NetworkPolicies"
             )
     if len(pod_ms) > MAX_PODS:
         raise LabPlanError(f"{len(pod_ms)} pods: the lab supports at most {MAX_PODS}")
@@ -225,11 +230,17 @@ def plan_network(
     services = _plan_services(svc_ms, pods)
     rules = tuple(_dnat_rules(services, pods))
     records = tuple(_dns_records(services, pods, cluster_domain))
+    from lab.network_policy import iptables_input_rules, plan_ingress  # it imports this module
+
+    ingress = plan_ingress(policy_ms, pods)
     pods = [
         dataclasses.replace(
             p,
             hosts=render_hosts(p, records, cluster_domain),
             resolv_conf=render_resolv_conf(p.namespace, cluster_domain),
+            ingress_rules=tuple(iptables_input_rules(ingress[p.name], str(BRIDGE_IP)))
+            if p.name in ingress
+            else (),
         )
         for p in pods
     ]
@@ -551,12 +562,13 @@ def pod_batch(plan: NetworkPlan, pod: PodPlan) -> str:
     )
 
 
-def iptables_restore_input(plan: NetworkPlan) -> str:
-    """`iptables-restore --noflush` input, the same for every pod namespace.
+def iptables_restore_input(plan: NetworkPlan, pod: PodPlan | None = None) -> str:
+    """`iptables-restore --noflush` input for a pod namespace.
 
     One DNAT per Service port, like kube-proxy. The filter rule rejects what
     is still addressed to the Service CIDR after DNAT (no endpoints, unknown
-    port), so such a connect fails at once with "connection refused".
+    port), so such a connect fails at once with "connection refused". The pod's
+    NetworkPolicy ingress rules, if any, go into filter INPUT.
     """
     lines = ["*nat"]
     for r in plan.dnat_rules:
@@ -564,7 +576,9 @@ def iptables_restore_input(plan: NetworkPlan) -> str:
             f"-A OUTPUT -d {r.cluster_ip}/32 -p tcp -m tcp --dport {r.port} "
             f"-j DNAT --to-destination {r.pod_ip}:{r.target_port}"
         )
-    lines += ["COMMIT", "*filter", f"-A OUTPUT -d {plan.service_cidr} -j REJECT", "COMMIT"]
+    lines += ["COMMIT", "*filter", f"-A OUTPUT -d {plan.service_cidr} -j REJECT"]
+    lines += list(pod.ingress_rules) if pod is not None else []
+    lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
@@ -734,9 +748,11 @@ class Network:
         proc.run(["ip", "-n", plan.node_netns, "-batch", "-"], input=node_batch(plan))
         for p in plan.pods:
             proc.run(["ip", "-n", p.netns, "-batch", "-"], input=pod_batch(plan, p))
-        rules = iptables_restore_input(plan)
         for p in plan.pods:
-            proc.run(proc.netns_argv(p.netns, ["iptables-restore", "--noflush"]), input=rules)
+            proc.run(
+                proc.netns_argv(p.netns, ["iptables-restore", "--noflush"]),
+                input=iptables_restore_input(plan, p),
+            )
 
     def teardown(self) -> None:
         """Remove what apply created, newest first. Idempotent.

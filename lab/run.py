@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from components.cluster_plan import METRICS_PORT
+from components.settings import DEFAULT_IMAGE
 
 from . import network, proc
 from .etcd_binary import EtcdBinary
@@ -112,9 +113,19 @@ def check_environment() -> None:
 
 
 def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> ProgramRun:
-    """The program, with the stack's config, told which etcd really runs."""
+    """The program, with the stack's config, told which etcd really runs.
+
+    The local binary replaces the image's etcd, so the image is declared at the local
+    version (same repository) and etcdVersion says it too: flags and probes are then
+    chosen for the etcd that runs.
+    """
     config = stack_config(stack)
     config.update({f"{PROJECT_KEY}:{k}": v for k, v in overrides.items()})
+    image = config.get(f"{PROJECT_KEY}:image") or DEFAULT_IMAGE
+    repository = image.split("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    config[f"{PROJECT_KEY}:image"] = f"{repository}:v{binary.version}"
     config[f"{PROJECT_KEY}:etcdVersion"] = str(binary.version)
     return run_program(stack, config)
 

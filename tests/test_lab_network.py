@@ -556,7 +556,7 @@ def test_failed_apply_removes_what_it_had_created(
 ) -> None:
     plan = plan_network(etcd_manifests(2), new_run_id())
     monkeypatch.setattr(
-        network, "iptables_restore_input", lambda plan: "*nat\n-A NOSUCHCHAIN -j ACCEPT\nCOMMIT\n"
+        network, "iptables_restore_input", lambda plan, pod=None: "*nat\n-A NOSUCHCHAIN -j ACCEPT\nCOMMIT\n"
     )
     net = Network(run_base / plan.run_id)
     with pytest.raises(proc.CommandError, match="iptables-restore"):

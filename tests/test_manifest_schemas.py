@@ -63,8 +63,9 @@ def test_every_kind_is_captured(manifests):
     assert kinds.count("Pod") == 3 + 3 + 3 + 1 + 5
     assert kinds.count("Service") == kinds.count("Pod")
     assert kinds.count("Secret") == 7 + 7 + 7 + 3 + 11
+    assert kinds.count("NetworkPolicy") == 5  # one per run
     # Any other kind added later is validated too.
-    assert {"Pod", "Service", "Secret"} <= set(kinds)
+    assert {"Pod", "Service", "Secret", "NetworkPolicy"} <= set(kinds)
 
 
 def test_numbers_are_integers(manifests):

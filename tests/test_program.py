@@ -13,6 +13,7 @@ COMPONENT = "etcdpeersan:index:EtcdCluster"
 SERVICE = "kubernetes:core/v1:Service"
 POD = "kubernetes:core/v1:Pod"
 SECRET = "kubernetes:core/v1:Secret"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 KEY = "tls:index/privateKey:PrivateKey"
 SELF_SIGNED = "tls:index/selfSignedCert:SelfSignedCert"
 CSR = "tls:index/certRequest:CertRequest"
@@ -31,6 +32,7 @@ def expected_counts(members: int) -> dict[str, int]:
         SERVICE: members,
         POD: members,
         SECRET: leaves,
+        NETPOL: 1,
         KEY: leaves + 2,  # + the two CAs
         SELF_SIGNED: 2,
         CSR: leaves,
@@ -50,6 +52,7 @@ def test_resource_names(stack_run):
     names = {r.name for r in stack_run.resources}
     expected = {"etcd", "etcd-peer-ca-key", "etcd-client-ca-key", "etcd-peer-ca-cert", "etcd-client-ca-cert"}
     expected |= {"etcd-etcdctl-key", "etcd-etcdctl-csr", "etcd-etcdctl-cert", "etcd-shared-client-tls"}
+    expected |= {"etcd-netpol"}
     for i in range(3):
         expected |= {f"etcd-{i}-svc", f"etcd-{i}-pod", f"etcd-{i}-peer-tls", f"etcd-{i}-server-tls"}
         expected |= {
@@ -63,6 +66,7 @@ def test_resource_names(stack_run):
         f"etcd-{s}-client-tls",
         *(f"etcd-{s}-{i}-{role}-tls" for i in range(3) for role in ("peer", "server")),
     }
+    assert set(by_k8s_name(stack_run, NETPOL)) == {f"etcd-{s}"}
     for manifest in stack_run.manifests():
         assert manifest["metadata"]["namespace"] == "default"
 
@@ -81,14 +85,38 @@ def test_one_component_parents_everything(stack_run):
     assert all(r.custom for r in children)
 
 
-def test_pods_depend_on_their_secrets_and_every_service(stack_run):
+def test_pods_depend_on_their_secrets_every_service_and_the_policy(stack_run):
     s = stack_run.stack
     secrets = {name: r.urn for name, r in by_k8s_name(stack_run, SECRET).items()}
     services = {r.urn for r in stack_run.of_type(SERVICE)}
+    (policy,) = stack_run.of_type(NETPOL)
     assert len(services) == 3
     for name, pod in by_k8s_name(stack_run, POD).items():
         own = {secrets[f"{name}-peer-tls"], secrets[f"{name}-server-tls"], secrets[f"etcd-{s}-client-tls"]}
-        assert set(pod.dependencies) == own | services
+        # The policy exists before any member starts: no window with an open peer port.
+        assert set(pod.dependencies) == own | services | {policy.urn}
+
+
+def test_network_policy_admits_peers_only_from_members(stack_run, run_settings):
+    settings = run_settings(stack_run)
+    (policy,) = stack_run.of_type(NETPOL)
+    spec = policy.manifest()["spec"]
+    members = {"app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": f"etcd-{stack_run.stack}"}
+    assert spec["podSelector"] == {"matchLabels": members}
+    assert spec["policyTypes"] == ["Ingress"]
+    by_port: dict[int, list[object]] = {}
+    for rule in spec["ingress"]:
+        for port in rule["ports"]:
+            by_port.setdefault(port["port"], []).append(rule.get("from"))
+    assert by_port[2380] == [[{"podSelector": {"matchLabels": members}}]]
+    assert by_port[2379] == [
+        [{"podSelector": {"matchLabels": members}}],
+        [{"podSelector": {"matchLabels": {"etcd-peer-san/client": f"etcd-{stack_run.stack}"}}}],
+    ]
+    assert by_port[2381] == [None]  # plain-HTTP health and metrics: from anywhere
+    for pod in stack_run.manifests("Pod"):
+        assert members.items() <= pod["metadata"]["labels"].items()
+    assert policy.manifest() == plan.network_policy_manifest(settings)
 
 
 def test_only_pods_are_deleted_before_replacement(stack_run):
