@@ -195,11 +195,9 @@ class EtcdCluster(pulumi.ComponentResource):
         pair: _KeyPair,
         ca: _KeyPair,
     ) -> k8s.core.v1.Secret:
-        data = {
-            "tls.crt": pair.cert_pem,
-            "tls.key": pulumi.Output.secret(pair.key_pem),
-            "ca.crt": ca.cert_pem,
-        }
+        # key_pem is a secret output already (pulumi-tls marks it); the whole
+        # stringData is wrapped as well, so no value of it is ever stored in plain text.
+        data = {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, "ca.crt": ca.cert_pem}
         manifest = plan.secret_manifest(settings, member, role, data)
         manifest["stringData"] = pulumi.Output.secret(manifest["stringData"])
         owner = "shared" if member is None else str(member.index)
