@@ -20,7 +20,7 @@ import time
 from . import proc
 from .etcd_binary import EtcdNotFoundError, find_etcd
 from .evidence import LogTail, RejectionMatrix, san_rejections
-from .run import POLL_SECONDS, Lab, LabEnvironmentError, check_environment, evaluate, run_lab
+from .run import POLL_SECONDS, Lab, LabEnvironmentError, check_environment, evaluate, run_lab, settled
 
 SIZES = (3, 5, 7)
 STACKS = ("skip", "noskip")
@@ -46,7 +46,7 @@ def baseline(stack: str, members: int, binary, timeout: float = 60.0) -> tuple[f
                 break
             if stack == "skip":
                 state = lab.poll_health()
-                if all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1:
+                if settled(state):
                     break
             time.sleep(POLL_SECONDS)
         else:

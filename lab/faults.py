@@ -41,19 +41,11 @@ from components.cluster_plan import CLIENT_PORT, METRICS_PORT, PEER_PORT
 from . import proc
 from .etcd_binary import EtcdBinary
 from .evidence import health_ok, metric_value
-from .intruders import (
-    ServiceHttps,
-    extra_pod,
-    flag_value,
-    has_skip_flag,
-    https_request,
-    pod_threads,
-    port_access,
-    settled_health,
-)
-from .pods import Container
+from .network_policy import port_access
+from .pod_clients import ServiceHttps, extra_pod, https_request, pod_threads
+from .pods import Container, flag_value, has_skip_flag
 from .program import ProgramRun
-from .run import Lab, evaluate
+from .run import Lab, evaluate, settled
 
 CLIENT_POD = "client"
 PUT_PATH = "/v3/kv/put"
@@ -423,9 +415,9 @@ def run_phase(
     target: Target,
     keys: int,
 ) -> PhaseReport:
-    state = settled_health(lab, 10.0)
+    state = lab.wait_settled(10.0)
     leaders = [pod for pod, (_, leader) in state.items() if leader]
-    if not all(h for h, _ in state.values()) or len(leaders) != 1:
+    if not settled(state):
         raise FaultsError(f"before the {target} phase the cluster is not healthy with one leader: {state}")
     names = [e.member for e in endpoints]
     victim = leaders[0] if target == "leader" else next(n for n in names if n not in leaders)

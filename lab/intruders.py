@@ -30,20 +30,16 @@ A second extra pod without those labels shows the policy itself:
   no-labels   the control certificate, from an    -> blocked (TCP reset before TLS)
               unlabelled pod                         when a policy guards the peer port
 
-The pod-namespace HTTPS helpers (`pod_threads`, `ServiceHttps`, `https_request`) are
-shared with `lab.faults`.
+The pod-namespace clients live in `lab.pod_clients` (shared with `lab.faults`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import http.client
 import json
-import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +54,9 @@ from components.cluster_plan import PEER_PORT
 
 from .etcd_binary import EtcdBinary
 from .evidence import LogTail
-from .netns_http import _enter as _enter_netns
-from .pods import Container
+from .network_policy import PortAccess, port_access
+from .pod_clients import HttpsResult, ServiceHttps, extra_pod, https_request, pod_threads, tls_context
+from .pods import Container, flag_value, has_skip_flag
 from .program import ProgramRun
 from .run import Lab, evaluate
 
@@ -82,135 +79,6 @@ Result = Literal["accepted", "refused", "blocked"]
 
 class IntruderSetupError(RuntimeError):
     """The stack cannot host this scenario (e.g. the SAN check is not skipped)."""
-
-
-# ---------------------------------------------------------------- pod-namespace HTTPS
-
-
-def extra_pod(name: str, namespace: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """A Pod that only exists in the lab's network plan: it gets an address, cluster DNS,
-    the Service DNAT and the NetworkPolicy its labels earn, and runs nothing (the lab
-    acts from it in-process)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
-        "spec": {"containers": [{"name": name, "image": "none"}]},
-    }
-
-
-@dataclass(frozen=True)
-class PortAccess:
-    """Who may reach a member port under the declared NetworkPolicies."""
-
-    guarded: bool  # an Ingress policy selects the members and restricts the port
-    labels: tuple[dict[str, str], ...]  # label sets, any one of which admits a pod
-
-
-def port_access(manifests: list[dict[str, Any]], member: dict[str, Any], port: int) -> PortAccess:
-    """Which pod labels the policies selecting `member` (a Pod manifest) admit to `port`."""
-    member_labels = (member.get("metadata") or {}).get("labels") or {}
-    named = {
-        p["name"]: int(p["containerPort"])
-        for c in member["spec"].get("containers") or []
-        for p in c.get("ports") or []
-        if "name" in p
-    }
-    guarded, found = False, []
-    for policy in manifests:
-        spec = policy.get("spec") or {}
-        selector = (spec.get("podSelector") or {}).get("matchLabels") or {}
-        if policy.get("kind") != "NetworkPolicy" or "Ingress" not in (spec.get("policyTypes") or ["Ingress"]):
-            continue
-        if any(member_labels.get(k) != v for k, v in selector.items()):
-            continue
-        guarded = True
-        for rule in spec.get("ingress") or []:
-            ports = [named.get(p.get("port"), p.get("port")) for p in rule.get("ports") or []]
-            if ports and port not in ports:
-                continue
-            if not rule.get("from"):
-                return PortAccess(False, ())  # open to every source
-            for peer in rule["from"]:
-                if "namespaceSelector" in peer or "ipBlock" in peer:
-                    return PortAccess(False, ())  # not modelled here: count it as open
-                found.append(dict((peer.get("podSelector") or {}).get("matchLabels") or {}))
-    return PortAccess(guarded, tuple(found))
-
-
-@contextlib.contextmanager
-def pod_threads(netns: str, workers: int = 4) -> Iterator[ThreadPoolExecutor]:
-    """Worker threads whose sockets live in `netns` (setns(2) per thread, as NetnsHttp).
-
-    Shut down before the lab tears the namespace down."""
-    pool = ThreadPoolExecutor(max_workers=workers, initializer=_enter_netns, initargs=(netns,))
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-class ServiceHttps(http.client.HTTPSConnection):
-    """HTTPS to an address (a Service or pod IP) that verifies the server as `server_name`,
-    the way a client that resolved the name through cluster DNS would."""
-
-    def __init__(self, address: str, port: int, server_name: str, context: ssl.SSLContext, timeout: float):
-        super().__init__(address, port, timeout=timeout, context=context)
-        self.server_name = server_name
-        self.tls = context
-        self.tcp_connected = False  # did the last connect get past TCP (to TLS)?
-
-    def connect(self) -> None:
-        self.tcp_connected = False
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.tcp_connected = True
-        # As HTTPConnection.connect does: http.client writes headers and body separately,
-        # and Nagle + delayed ACK would add ~40 ms to every request.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            self.sock = self.tls.wrap_socket(sock, server_hostname=self.server_name)
-        except BaseException:
-            sock.close()
-            raise
-
-
-def tls_context(ca_pem: str, cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """Verify the server against `ca_pem`; present the given client certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_pem)
-    context.load_cert_chain(str(cert_path), str(key_path))
-    return context
-
-
-@dataclass(frozen=True)
-class HttpsResult:
-    status: int | None  # None: no HTTP answer (TLS refused, connection failed)
-    body: str
-    error: str = ""
-    connected: bool = True  # False: not even a TCP connection (refused, unreachable)
-
-
-def https_request(
-    connection: ServiceHttps, method: str, path: str, body: dict[str, Any] | None = None
-) -> HttpsResult:
-    """One request on `connection`; transport and TLS failures become `error`."""
-    try:
-        payload = None if body is None else json.dumps(body)
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        return HttpsResult(response.status, response.read().decode(errors="replace"))
-    except (OSError, http.client.HTTPException) as exc:
-        connection.close()
-        return HttpsResult(None, "", f"{type(exc).__name__}: {exc}".strip(), connection.tcp_connected)
-
-
-def flag_value(argv: list[str], flag: str) -> str | None:
-    prefix = f"--{flag}="
-    return next((a[len(prefix) :] for a in argv if a.startswith(prefix)), None)
-
-
-def has_skip_flag(argv: list[str]) -> bool:
-    return any(a.split("=", 1)[0].endswith("skip-client-san-verification") for a in argv)
 
 
 # ---------------------------------------------------------------- certificates
@@ -645,18 +513,6 @@ class PeerProbe:
         return seen
 
 
-def settled_health(lab: Lab, seconds: float) -> dict[str, tuple[bool, bool]]:
-    """Health and leadership, polled until all are healthy with one leader or the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        state = lab.poll_health()
-        if all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1:
-            return state
-        if time.monotonic() >= deadline:
-            return state
-        time.sleep(POLL_SECONDS)
-
-
 def run_intruders(
     stack: str,
     binary: EtcdBinary,
@@ -720,7 +576,7 @@ def run_intruders(
             report.cases = [probe.attempt(case) for case in cases]
             after = probe.members_seen(control)
         lab.timings["attempts"] = time.monotonic() - started
-        state = settled_health(lab, 5.0)
+        state = lab.wait_settled(5.0)
         report.cluster = ClusterCheck(
             healthy={pod: h for pod, (h, _) in state.items()},
             leaders=[pod for pod, (_, leader) in state.items() if leader],

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 CLONE_NEWNET = 0x40000000
 
 
-def _enter(netns: str) -> None:
+def enter_netns(netns: str) -> None:
+    """Move the calling thread into network namespace `netns`."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
     try:
@@ -46,7 +47,7 @@ class NetnsHttp:
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
-        self._pool = ThreadPoolExecutor(max_workers=8, initializer=_enter, initargs=(netns,))
+        self._pool = ThreadPoolExecutor(max_workers=8, initializer=enter_netns, initargs=(netns,))
 
     def get_async(self, host: str, port: int, path: str, timeout: float = 1.0) -> Future[HttpResult]:
         return self._pool.submit(_get, host, port, path, timeout)

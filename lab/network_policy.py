@@ -101,3 +101,42 @@ def iptables_input_rules(allows: list[IngressAllow], node_ip: str) -> list[str]:
             lines += [f"-A INPUT -s {ip}/32{port} -j ACCEPT" for ip in allow.sources]
     lines += ["-A INPUT -p tcp -j REJECT --reject-with tcp-reset", "-A INPUT -j REJECT"]
     return lines
+
+
+@dataclass(frozen=True)
+class PortAccess:
+    """Who may reach a member port under the declared NetworkPolicies."""
+
+    guarded: bool  # an Ingress policy selects the members and restricts the port
+    labels: tuple[dict[str, str], ...]  # label sets, any one of which admits a pod
+
+
+def port_access(manifests: list[dict[str, Any]], member: dict[str, Any], port: int) -> PortAccess:
+    """Which pod labels the policies selecting `member` (a Pod manifest) admit to `port`."""
+    member_labels = (member.get("metadata") or {}).get("labels") or {}
+    named = {
+        p["name"]: int(p["containerPort"])
+        for c in member["spec"].get("containers") or []
+        for p in c.get("ports") or []
+        if "name" in p
+    }
+    guarded, found = False, []
+    for policy in manifests:
+        spec = policy.get("spec") or {}
+        selector = (spec.get("podSelector") or {}).get("matchLabels") or {}
+        if policy.get("kind") != "NetworkPolicy" or "Ingress" not in (spec.get("policyTypes") or ["Ingress"]):
+            continue
+        if any(member_labels.get(k) != v for k, v in selector.items()):
+            continue
+        guarded = True
+        for rule in spec.get("ingress") or []:
+            ports = [named.get(p.get("port"), p.get("port")) for p in rule.get("ports") or []]
+            if ports and port not in ports:
+                continue
+            if not rule.get("from"):
+                return PortAccess(False, ())  # open to every source
+            for peer in rule["from"]:
+                if "namespaceSelector" in peer or "ipBlock" in peer:
+                    return PortAccess(False, ())  # not modelled here: count it as open
+                found.append(dict((peer.get("podSelector") or {}).get("matchLabels") or {}))
+    return PortAccess(guarded, tuple(found))

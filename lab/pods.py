@@ -165,3 +165,12 @@ def image_binaries(etcd: Path, etcdctl: Path | None) -> dict[str, Path]:
     if etcdctl is not None:
         found.update({ETCDCTL_BINARY: etcdctl, "etcdctl": etcdctl})
     return found
+
+
+def flag_value(argv: list[str], flag: str) -> str | None:
+    prefix = f"--{flag}="
+    return next((a[len(prefix) :] for a in argv if a.startswith(prefix)), None)
+
+
+def has_skip_flag(argv: list[str]) -> bool:
+    return any(a.split("=", 1)[0].endswith("skip-client-san-verification") for a in argv)

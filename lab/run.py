@@ -285,6 +285,15 @@ class Lab:
             }
         return {pod: (healthy[pod], leaders[pod]) for pod in healthy}
 
+    def wait_settled(self, seconds: float) -> dict[str, tuple[bool, bool]]:
+        """Health and leadership, polled until all are healthy with one leader or the deadline."""
+        deadline = time.monotonic() + seconds
+        while True:
+            state = self.poll_health()
+            if settled(state) or time.monotonic() >= deadline:
+                return state
+            time.sleep(POLL_SECONDS)
+
     def run_probes(self) -> dict[str, dict[str, bool]]:
         """Each container's declared httpGet probes, sent like kubelet: from the node."""
         assert self.http is not None
@@ -310,8 +319,7 @@ class Lab:
                 for rejection in san_rejections(pod, tail.new_lines()):
                     matrix.add(rejection, by_ip)
             state = self.poll_health()
-            leaders = sum(1 for _, leader in state.values() if leader)
-            if all(h for h, _ in state.values()) and leaders == 1:
+            if settled(state):
                 verdict = "healthy"
                 break
             if matrix.complete:
@@ -343,6 +351,11 @@ class Lab:
             "ok": result.returncode == 0,
             "output": (result.stdout + result.stderr).strip(),
         }
+
+
+def settled(state: dict[str, tuple[bool, bool]]) -> bool:
+    """Every member healthy and exactly one leader."""
+    return all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1
 
 
 def _kubectl_exec_pod(words: list[str]) -> str:

@@ -14,7 +14,9 @@ import pytest
 
 from components.cluster_plan import Member, members_of
 from components.settings import PROJECT, Settings, parse_settings
+from lab.etcd_binary import EtcdBinary
 from lab.program import ProgramRun, run_program, stack_config
+from tests.lab_support import BINARIES, require_lab
 
 RunStack = Callable[..., ProgramRun]
 MakeSettings = Callable[..., Settings]
@@ -84,3 +86,12 @@ def make_settings() -> MakeSettings:
         return parse_settings(raw, stack).settings
 
     return make
+
+
+@pytest.fixture(scope="module", params=["3.5.1", "3.4.23"])
+def etcd_binary(request: pytest.FixtureRequest) -> EtcdBinary:
+    """Each etcd the lab tests run against; skips (with the reason) where the lab cannot run.
+
+    3.4.23 is unpacked from Debian's package on first use if `make etcd34` has not run."""
+    require_lab()
+    return BINARIES[request.param]()

@@ -9,8 +9,7 @@ import pytest
 
 from lab.etcd_binary import EtcdBinary
 from lab.faults import FaultsReport, run_faults
-from tests.lab_support import BINARIES, lab_namespaces
-from tests.test_lab_intruders import scenario_binary
+from tests.lab_support import lab_namespaces
 
 pytestmark = pytest.mark.lab
 
@@ -18,10 +17,9 @@ MEMBERS = ["etcd-skip-0", "etcd-skip-1", "etcd-skip-2"]
 KEYS = 300
 
 
-@pytest.fixture(scope="module", params=sorted(BINARIES))
-def report(request: pytest.FixtureRequest) -> FaultsReport:
-    binary: EtcdBinary = scenario_binary(request.param)
-    return run_faults("skip", binary, target="both", keys=KEYS)
+@pytest.fixture(scope="module")
+def report(etcd_binary: EtcdBinary) -> FaultsReport:
+    return run_faults("skip", etcd_binary, target="both", keys=KEYS)
 
 
 @pytest.mark.parametrize("target", ["follower", "leader"])

@@ -5,7 +5,6 @@ extra pod through the members' Service addresses."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from lab.etcd_binary import EtcdBinary
 from lab.intruders import IntrudersReport, run_intruders
-from tests.lab_support import BINARIES, ETCD34_DEFAULT, ROOT, lab_namespaces, require_lab
+from tests.lab_support import ROOT, lab_namespaces, require_lab
 
 pytestmark = pytest.mark.lab
 
@@ -22,31 +21,15 @@ MEMBERS = ["etcd-skip-0", "etcd-skip-1", "etcd-skip-2"]
 PINNED_CN = "etcd-skip-peer"
 
 
-def scenario_binary(version: str) -> EtcdBinary:
-    """etcd `version` for the lab scenarios; 3.4.23 only when it is already on disk."""
-    require_lab()
-    if version == "3.4.23" and not (os.environ.get("ETCD34_BIN") or ETCD34_DEFAULT.is_file()):
-        pytest.skip(
-            "etcd 3.4.23 is not available: set ETCD34_BIN to its binary "
-            "(scripts/fetch-etcd-3.4.sh unpacks it to .cache/etcd-3.4.23/usr/bin/etcd)"
-        )
-    return BINARIES[version]()
-
-
-@pytest.fixture(scope="module", params=sorted(BINARIES))
-def binary(request: pytest.FixtureRequest) -> EtcdBinary:
-    return scenario_binary(request.param)
-
-
 @pytest.fixture(scope="module")
-def pinned(binary: EtcdBinary) -> IntrudersReport:
+def pinned(etcd_binary: EtcdBinary) -> IntrudersReport:
     """The skip stack as declared: peerCertAllowedCn 'auto' pins the members' CN."""
-    return run_intruders("skip", binary)
+    return run_intruders("skip", etcd_binary)
 
 
 @pytest.fixture(scope="module")
-def unpinned(binary: EtcdBinary) -> IntrudersReport:
-    return run_intruders("skip", binary, overrides={"peerCertAllowedCn": ""})
+def unpinned(etcd_binary: EtcdBinary) -> IntrudersReport:
+    return run_intruders("skip", etcd_binary, overrides={"peerCertAllowedCn": ""})
 
 
 def assert_gone(report: IntrudersReport) -> None:

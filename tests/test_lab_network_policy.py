@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lab import network
-from lab.netns_http import _enter
+from lab.netns_http import enter_netns
 from lab.network_policy import IngressAllow, iptables_input_rules, plan_ingress
 from lab.run import Lab, evaluate
 from tests.lab_support import etcd35, require_lab
@@ -58,7 +58,7 @@ def _connects(netns: str, ip: str, port: int) -> bool:
         except ConnectionRefusedError:
             return False
 
-    with ThreadPoolExecutor(1, initializer=_enter, initargs=(netns,)) as pool:
+    with ThreadPoolExecutor(1, initializer=enter_netns, initargs=(netns,)) as pool:
         return pool.submit(attempt).result()
 
 

@@ -20,12 +20,6 @@ from tests.lab_support import BINARIES, ROOT, lab_namespaces, require_lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module", params=sorted(BINARIES))
-def binary(request):
-    require_lab()
-    return BINARIES[request.param]()
-
-
 def _assert_gone(report: lab_run.LabReport) -> None:
     assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report.run_id}-")]
     assert not list(Path("/etc/netns").glob(f"esl-{report.run_id}-*"))
@@ -34,7 +28,8 @@ def _assert_gone(report: lab_run.LabReport) -> None:
         assert not Path(f"/proc/{member.pid}").exists(), f"{member.name} (PID {member.pid}) still runs"
 
 
-def test_skip_stack_is_healthy(binary):
+def test_skip_stack_is_healthy(etcd_binary):
+    binary = etcd_binary
     report = lab_run.run_lab("skip", binary)
     assert report.etcd_version == str(binary.version)
     assert (report.verdict, report.predicted) == ("healthy", "healthy")
@@ -50,7 +45,8 @@ def test_skip_stack_is_healthy(binary):
     _assert_gone(report)
 
 
-def test_noskip_members_reject_each_other(binary):
+def test_noskip_members_reject_each_other(etcd_binary):
+    binary = etcd_binary
     report = lab_run.run_lab("noskip", binary)
     assert (report.verdict, report.predicted) == ("peers rejected", "peers rejected")
     names = [m.name for m in report.members]
