@@ -21,6 +21,7 @@ from .run import LabEnvironmentError, check_environment, run_lab
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     # Unwinds through the run's finally blocks, which tear everything down.
+    print("lab: terminated; the run's processes, namespaces and files are removed", file=sys.stderr)
     raise SystemExit(128 + signum)
 
 
@@ -130,5 +131,14 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
     return 0 if ok else 1
 
 
+def _main_interruptible() -> int:
+    try:
+        return main()
+    except KeyboardInterrupt:
+        # The run's finally blocks have torn everything down by the time this is reached.
+        print("lab: interrupted; the run's processes, namespaces and files are removed", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main_interruptible())

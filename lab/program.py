@@ -176,6 +176,11 @@ class _WarningCollector(logging.Handler):
 def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
     """The config a stack file passes to the program: every value as a string, as the CLI does."""
     path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+        raise FileNotFoundError(
+            f"no stack file {path.name} for stack {stack!r}; stacks here: {', '.join(known)}"
+        )
     document = yaml.safe_load(path.read_text()) or {}
     config = document.get("config") or {}
     return {key: _cli_string(value) for key, value in config.items()}

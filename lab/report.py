@@ -43,6 +43,7 @@ def render(report: LabReport) -> str:
         lines.append(f"etcdctl (the stack's healthCommand): {'ok' if report.etcdctl.get('ok') else 'FAILED'}")
         lines += [f"  {line}" for line in str(report.etcdctl.get("output", "")).splitlines()]
         lines.append("")
+    lines += [f"warning from the program: {w}" for w in report.warnings]
     t = report.timings
     lines.append(
         f"verdict: {report.verdict}   predicted: {report.predicted}   "

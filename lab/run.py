@@ -62,6 +62,7 @@ class LabReport:
     predicted: str
     timings: dict[str, float]
     etcdctl: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # the program's own warnings
 
     @property
     def matches(self) -> bool:
@@ -90,6 +91,7 @@ class LabReport:
             "unknownRejectionSources": self.matrix.unknown_sources,
             "firstRejection": self.matrix.first_line,
             "etcdctl": self.etcdctl,
+            "warnings": self.warnings,
             "verdict": self.verdict,
             "predicted": self.predicted,
             "match": self.matches,
@@ -428,4 +430,5 @@ def run_lab(
         predicted=predicted,
         timings=lab.timings,
         etcdctl=etcdctl,
+        warnings=list(program.warnings),
     )
