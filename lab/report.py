@@ -28,7 +28,7 @@ def render(report: LabReport) -> str:
                 else (f"exited {m.exit_code}" if m.exit_code is not None else "unhealthy"),
                 "leader" if m.leader else "-",
                 "yes" if m.probes.get("readiness") else "no",
-                "-" if live is None else ("yes" if live else "no"),
+                "none declared" if live is None else ("yes" if live else "no"),
             ]
         )
     lines += _table(rows)
