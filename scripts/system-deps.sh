@@ -11,6 +11,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin
 missing=()
 have iptables || missing+=(iptables)
 have ip || missing+=(iproute2)
+have setpriv || missing+=(util-linux)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
