@@ -14,9 +14,9 @@ from types import FrameType
 from components.settings import SettingsError
 
 from . import network
-from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
+from .etcd_binary import EtcdBinary
 from .report import render
-from .run import LabEnvironmentError, check_environment, run_lab
+from .run import LabEnvironmentError, prepare, run_lab
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        check_environment()
-        binary = find_etcd(args.etcd)
-    except (LabEnvironmentError, EtcdNotFoundError) as exc:
+        binary = prepare(args.etcd)
+    except LabEnvironmentError as exc:
         print(f"lab: cannot run here: {exc}", file=sys.stderr)
         return 2
     if args.command in ("intruders", "faults"):

@@ -18,9 +18,8 @@ import sys
 import time
 
 from . import proc
-from .etcd_binary import EtcdNotFoundError, find_etcd
 from .evidence import LogTail, RejectionMatrix, san_rejections
-from .run import POLL_SECONDS, Lab, LabEnvironmentError, check_environment, evaluate, run_lab, settled
+from .run import POLL_SECONDS, Lab, LabEnvironmentError, evaluate, prepare, run_lab, settled
 
 SIZES = (3, 5, 7)
 STACKS = ("skip", "noskip")
@@ -64,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     args = parser.parse_args(argv)
     try:
-        check_environment()
-        binary = find_etcd(args.etcd)
-    except (LabEnvironmentError, EtcdNotFoundError) as exc:
+        binary = prepare(args.etcd)
+    except LabEnvironmentError as exc:
         print(f"bench: cannot run here: {exc}", file=sys.stderr)
         return 2
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -22,7 +22,7 @@ from components.cluster_plan import METRICS_PORT
 from components.settings import DEFAULT_IMAGE
 
 from . import network, proc
-from .etcd_binary import EtcdBinary
+from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
 from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, san_rejections
 from .netns_http import NetnsHttp
 from .pods import Container, image_binaries, materialize
@@ -112,6 +112,18 @@ def check_environment() -> None:
         proc.run(["ip", "netns", "list"], timeout=5)
     except proc.CommandError as exc:
         raise LabEnvironmentError(f"no network namespaces: {exc}") from None
+
+
+def prepare(etcd: str | None) -> EtcdBinary:
+    """The etcd to run, once the machine is known to be able to run the lab.
+
+    Raises LabEnvironmentError (also for a missing etcd): callers exit 2 with its text.
+    """
+    check_environment()
+    try:
+        return find_etcd(etcd)
+    except EtcdNotFoundError as exc:
+        raise LabEnvironmentError(str(exc)) from None
 
 
 def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> ProgramRun:
