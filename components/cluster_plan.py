@@ -35,6 +35,8 @@ TLS_ROLES: tuple[TlsRole, ...] = ("peer", "server", "client")
 Outcome = Literal["healthy", "peers rejected"]
 # The exact error text etcd logs for this problem (3.4 and 3.5 loggers alike).
 REJECTION_MARKER = "does not match any of DNSNames"
+# Unique per member (each Service selects exactly one Pod); only member Pods carry it.
+MEMBER_LABEL = "etcd-peer-san/member"
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,7 @@ class Member:
     def labels(self) -> dict[str, str]:
         return {
             **_labels(self.cluster_name),
-            # Unique per member: each Service selects exactly one Pod.
-            "etcd-peer-san/member": self.name,
+            MEMBER_LABEL: self.name,
         }
 
 
@@ -182,9 +183,17 @@ def kubectl_health_command(settings: Settings) -> str:
     return f"kubectl exec -n {settings.namespace} {first.name} -- " + " ".join(argv)
 
 
+def member_pod_selector(settings: Settings) -> str:
+    """A label selector for exactly this stack's member Pods: the cluster's labels plus the
+    member label, which other pods that share the cluster's labels (clients, the lab's
+    extra pods) do not carry. No quotes or spaces: it survives `$(...)` word splitting."""
+    return ",".join([*(f"{k}={v}" for k, v in cluster_labels(settings).items()), MEMBER_LABEL])
+
+
 def kubectl_logs_command(settings: Settings) -> str:
-    first = members_of(settings)[0]
-    return f"kubectl logs -n {settings.namespace} {first.name}"
+    # Every member logs the rejections it receives: all of them, each line prefixed with
+    # its pod, and all lines (a selector alone would default to the last 10 per pod).
+    return f"kubectl logs -n {settings.namespace} -l {member_pod_selector(settings)} --prefix --tail=-1"
 
 
 # ---------------------------------------------------------------- manifests
@@ -206,7 +215,7 @@ def service_manifest(settings: Settings, member: Member) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": {"etcd-peer-san/member": member.name},
+            "selector": {MEMBER_LABEL: member.name},
             # Members must reach each other before any of them can be Ready.
             "publishNotReadyAddresses": True,
             "ports": [

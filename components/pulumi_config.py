@@ -25,13 +25,20 @@ _ALLOWED = {
 
 def _all_config_values() -> dict[str, object]:
     """Every key set for the stack (the CLI passes them in PULUMI_CONFIG, tests via
-    set_all_config), with secret values hidden: they only ever appear in errors."""
-    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    return {k: "[secret]" if runtime_config.is_config_secret(k) else v for k, v in values.items()}
+    set_all_config). Values only ever appear in errors."""
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
+def _is_secret(full_key: str) -> bool:
+    """Set with `pulumi config set --secret`: the language host passes the secret keys
+    (PULUMI_CONFIG_SECRET_KEYS) to `set_all_config`, tests pass them directly."""
+    return runtime_config.is_config_secret(full_key)
 
 
 def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
-    check_unknown_keys(_all_config_values())
+    values = _all_config_values()
+    check_unknown_keys(values, {key for key in values if _is_secret(key)})
+    secret_keys = {key.name for key in CONFIG_KEYS if _is_secret(config.full_key(key.name))}
     raw: dict[str, object] = {}
     for key in CONFIG_KEYS:
         try:
@@ -42,5 +49,7 @@ def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
             else:
                 raw[key.name] = config.get(key.name)
         except pulumi.ConfigTypeError:
-            raise SettingsError(key.name, config.get(key.name), _ALLOWED[key.type]) from None
-    return parse_settings(raw, stack)
+            raise SettingsError(
+                key.name, config.get(key.name), _ALLOWED[key.type], secret=key.name in secret_keys
+            ) from None
+    return parse_settings(raw, stack, secret_keys)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,8 +61,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "string",
         AUTO,
         "Common name a peer certificate must carry (--peer-cert-allowed-cn). "
-        "'auto': the members' peer CN when the SAN check is skipped, off otherwise; "
-        "empty: off.",
+        "'auto': the members' shared peer CN when the SAN check is skipped, off otherwise; "
+        "empty: off; any other value (1-64 characters): the CN of every member's peer "
+        "certificate and the pin.",
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in CONFIG_KEYS}
@@ -73,16 +75,24 @@ MAX_STACK_NAME = 64 - len("etcd- client CA")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
-_CN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,63}$")
+# X.509's upper bound for a common name (ub-common-name, RFC 5280).
+MAX_COMMON_NAME = 64
+# RFC 1123: a DNS name has at most 253 characters, each label at most 63.
+MAX_DNS_NAME = 253
+# Shown instead of a value set with `pulumi config set --secret`.
+REDACTED = "[secret]"
 
 
 class SettingsError(ValueError):
     """Invalid stack configuration: one message naming key, value and what is allowed."""
 
-    def __init__(self, key: str, value: object, allowed: str, hint: str = "") -> None:
-        self.key, self.value, self.allowed = key, value, allowed
+    def __init__(
+        self, key: str, value: object, allowed: str, hint: str = "", *, secret: bool = False
+    ) -> None:
+        # A secret value is never kept, not even on the exception.
+        self.key, self.value, self.allowed = key, REDACTED if secret else value, allowed
         where = key if key.startswith("stack") else f"{PROJECT}:{key}"
-        message = f"invalid configuration {where} = {value!r}: {allowed}"
+        message = f"invalid configuration {where} = {REDACTED if secret else repr(value)}: {allowed}"
         super().__init__(message + (f" ({hint})" if hint else ""))
 
 
@@ -97,16 +107,13 @@ class Settings:
     cluster_domain: str
     # None: no --peer-cert-allowed-cn.
     peer_cert_allowed_cn: str | None
+    # The CN every member's peer certificate shares; equal to the pin whenever one is set.
+    peer_common_name: str
 
     @property
     def cluster_name(self) -> str:
         """Prefix of every Kubernetes object name; per stack so stacks can coexist."""
         return f"etcd-{self.stack}"
-
-    @property
-    def peer_common_name(self) -> str:
-        """The CN every member's peer certificate shares."""
-        return f"{self.cluster_name}-peer"
 
 
 @dataclass(frozen=True)
@@ -119,10 +126,15 @@ def _is_dns_label(text: str) -> bool:
     return len(text) <= 63 and bool(_DNS_LABEL.match(text))
 
 
-def check_unknown_keys(values: Mapping[str, object]) -> None:
+def default_peer_common_name(stack: str) -> str:
+    return f"etcd-{stack}-peer"
+
+
+def check_unknown_keys(values: Mapping[str, object], secret_keys: Collection[str] = ()) -> None:
     """Reject keys in the project namespace that the program does not read.
 
-    `values` maps full keys (`project:key`) to their values as given.
+    `values` maps full keys (`project:key`) to their values as given; `secret_keys` are
+    the full keys set as secrets, whose values are never shown.
     """
     prefix = f"{PROJECT}:"
     for full in sorted(values):
@@ -139,36 +151,52 @@ def check_unknown_keys(values: Mapping[str, object]) -> None:
             values[full],
             "unknown key; known keys: " + ", ".join(KEYS_BY_NAME),
             f"did you mean {guess!r}?" if guess else "",
+            secret=full in secret_keys,
         )
 
 
-def coerce(key: ConfigKey, raw: object) -> bool | int | str:
+def coerce(key: ConfigKey, raw: object, secret: bool = False) -> bool | int | str:
     """Turn a raw value (a string, as the CLI passes it, or a typed value) into key.type."""
     if key.type == "boolean":
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
             return raw.strip().lower() == "true"
-        raise SettingsError(key.name, raw, "must be a boolean: true or false")
+        raise SettingsError(key.name, raw, "must be a boolean: true or false", secret=secret)
     if key.type == "integer":
         if isinstance(raw, bool):
-            raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
+            raise SettingsError(
+                key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}", secret=secret
+            )
         if isinstance(raw, int):
             return raw
         if isinstance(raw, float) and raw.is_integer():
             return int(raw)
         if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
             return int(raw)
-        raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
+        raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}", secret=secret)
     if not isinstance(raw, str):
-        raise SettingsError(key.name, raw, "must be a string")
+        raise SettingsError(key.name, raw, "must be a string", secret=secret)
     return raw
 
 
-def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
-    """Validate raw config values (missing keys take their defaults) into Settings."""
+def parse_settings(
+    raw: Mapping[str, object], stack: str, secret_keys: Collection[str] = ()
+) -> ParsedSettings:
+    """Validate raw config values (missing keys take their defaults) into Settings.
+
+    `secret_keys` (short names) were set as secrets: an error shows `[secret]` for their
+    values and never spells out anything derived from them.
+    """
+    secret = frozenset(secret_keys)
+
+    def error(key: str, value: object, allowed: str) -> SettingsError:
+        return SettingsError(key, value, allowed, secret=key in secret)
+
     values = {
-        key.name: coerce(key, raw[key.name]) if raw.get(key.name) is not None else key.default
+        key.name: coerce(key, raw[key.name], key.name in secret)
+        if raw.get(key.name) is not None
+        else key.default
         for key in CONFIG_KEYS
     }
     warnings: list[str] = []
@@ -184,79 +212,109 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
     skip = bool(values["skipClientSanVerification"])
     members = int(values["members"])
     if not MIN_MEMBERS <= members <= MAX_MEMBERS:
-        raise SettingsError("members", members, f"must be {MIN_MEMBERS}..{MAX_MEMBERS}")
+        raise error("members", members, f"must be {MIN_MEMBERS}..{MAX_MEMBERS}")
     if members == 1:
+        shown = REDACTED if "members" in secret else "1"
         warnings.append(
-            "members = 1: a single member never opens a peer connection, so the SAN check cannot show"
+            f"members = {shown}: a single member never opens a peer connection, so the SAN check cannot show"
         )
     elif members % 2 == 0:
-        warnings.append(f"members = {members}: an even count tolerates no more failures than {members - 1}")
+        shown, fewer = (
+            (REDACTED, "one member fewer") if "members" in secret else (str(members), str(members - 1))
+        )
+        warnings.append(f"members = {shown}: an even count tolerates no more failures than {fewer}")
 
     namespace = str(values["namespace"])
     if not _is_dns_label(namespace):
-        raise SettingsError(
+        raise error(
             "namespace", namespace, "must be a DNS-1123 label: lower-case letters, digits, '-', at most 63"
         )
     domain = str(values["clusterDomain"])
-    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
-        raise SettingsError("clusterDomain", domain, "must be a DNS-1123 subdomain such as cluster.local")
+    if not _DNS_SUBDOMAIN.match(domain) or not all(_is_dns_label(label) for label in domain.split(".")):
+        raise error(
+            "clusterDomain",
+            domain,
+            "must be a DNS-1123 subdomain such as cluster.local (labels of lower-case letters, "
+            "digits and '-', each at most 63 characters)",
+        )
+    # The longest name in the member URLs and SANs: <member>.<namespace>.svc.<clusterDomain>
+    # (cluster_plan.Member.service_fqdn, member names etcd-<stack>-<i>, one digit).
+    fqdn_prefix = len(f"etcd-{stack}-{members - 1}.{namespace}.svc.")
+    if fqdn_prefix + len(domain) > MAX_DNS_NAME:
+        raise error(
+            "clusterDomain",
+            domain,
+            f"member Service FQDNs (<member>.<namespace>.svc.<clusterDomain>) must be at most "
+            f"{MAX_DNS_NAME} characters; the longest would have {fqdn_prefix + len(domain)}, so "
+            f"clusterDomain may have at most {MAX_DNS_NAME - fqdn_prefix} characters with this "
+            "stack and namespace",
+        )
 
     image = str(values["image"]).strip()
     if not image or not _IMAGE.match(image):
-        raise SettingsError("image", image, "must be an image reference such as " + DEFAULT_IMAGE)
+        raise error("image", image, "must be an image reference such as " + DEFAULT_IMAGE)
     tag = image.rsplit("/", 1)[-1].partition(":")[2]
     if "@" not in image and tag in ("", "latest"):
-        raise SettingsError("image", image, "must carry a pinned tag or digest, not 'latest' or none")
+        raise error("image", image, "must carry a pinned tag or digest, not 'latest' or none")
 
+    # The version comes from etcdVersion when given, else from the image tag; errors about
+    # the version name that key.
     version_text = str(values["etcdVersion"]).strip()
     from_tag = version_from_image(image)
+    version_key: str
+    version_value: str
     if version_text:
         try:
             version = EtcdVersion.parse(version_text)
         except ValueError:
-            raise SettingsError(
-                "etcdVersion", version_text, "must be an etcd version such as 3.6.16"
-            ) from None
+            raise error("etcdVersion", version_text, "must be an etcd version such as 3.6.16") from None
         if from_tag is not None and from_tag != version:
             # Flags follow etcdVersion: a different etcd in the image would refuse them.
-            raise SettingsError(
-                "etcdVersion",
-                version_text,
-                f"must match the version the image tag names ({from_tag}, from {image}), or be empty",
+            named = "" if "image" in secret else f" ({from_tag}, from {image})"
+            raise error(
+                "etcdVersion", version_text, f"must match the version the image tag names{named}, or be empty"
             )
+        version_key, version_value = "etcdVersion", version_text
     else:
         if from_tag is None:
-            raise SettingsError(
-                "image",
-                image,
-                "its tag names no etcd version (e.g. ':v3.6.16'); set etcdVersion too",
+            raise error(
+                "image", image, "its tag names no etcd version (e.g. ':v3.6.16'); set etcdVersion too"
             )
         version = from_tag
+        version_key, version_value = "image", image
+    etcd = "this etcd version" if version_key in secret else f"etcd {version}"
     # The skip check first: for an old etcd with skip on, the missing option is the news.
     if skip and skip_flag_for(version) is None:
-        raise SettingsError(
+        raise error(
             "skipClientSanVerification",
             True,
-            f"etcd {version} has no peer skip-client-SAN option (3.2.28+, 3.3.17+, 3.4+ have it); "
-            "use a newer etcd, or set it false",
+            f"{etcd} (from {version_key}) has no peer skip-client-SAN option (3.2.28+, 3.3.17+, "
+            "3.4+ have it); use a newer etcd, or set it false",
         )
     if version < OLDEST_SUPPORTED:
-        raise SettingsError(
-            "etcdVersion", str(version), f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
-        )
+        floor = f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
+        if version_key == "image":
+            named = "an etcd version" if "image" in secret else f"etcd {version}"
+            floor = f"its tag names {named}; etcd {floor}"
+        raise error(version_key, version_value, floor)
 
+    # One CN for the members' peer certificates and the pin, so the two always agree.
     cn_value = str(values["peerCertAllowedCn"]).strip()
+    peer_cn = default_peer_common_name(stack)
     allowed_cn: str | None
     if cn_value == AUTO:
-        allowed_cn = f"etcd-{stack}-peer" if skip else None
+        allowed_cn = peer_cn if skip else None
     elif cn_value == "":
         allowed_cn = None
-    elif not _CN.match(cn_value):
-        raise SettingsError(
-            "peerCertAllowedCn", cn_value, "must be 'auto', empty, or a common name of up to 64 characters"
+    elif len(cn_value) > MAX_COMMON_NAME or any(unicodedata.category(c) == "Cc" for c in cn_value):
+        raise error(
+            "peerCertAllowedCn",
+            cn_value,
+            f"must be 'auto', empty (no pin), or a common name of 1-{MAX_COMMON_NAME} characters "
+            "without control characters",
         )
     else:
-        allowed_cn = cn_value
+        allowed_cn = peer_cn = cn_value
 
     settings = Settings(
         stack=stack,
@@ -267,5 +325,6 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
         namespace=namespace,
         cluster_domain=domain,
         peer_cert_allowed_cn=allowed_cn,
+        peer_common_name=peer_cn,
     )
     return ParsedSettings(settings, tuple(warnings))

@@ -50,12 +50,11 @@ class EtcdVersion:
 def version_from_image(image: str) -> EtcdVersion | None:
     """The etcd version an image tag names (`...etcd:v3.6.16` -> 3.6.16), or None.
 
-    A digest (`@sha256:...`) or a tag without a version yields None: the caller
-    must then be told to set `etcdVersion`.
+    A digest after the tag (`...etcd:v3.6.16@sha256:...`) pins the bytes of that tag, so
+    the tag still names the version. A bare digest or a tag without a version yields
+    None: the caller must then be told to set `etcdVersion`.
     """
-    if "@" in image:
-        return None
-    last = image.rsplit("/", 1)[-1]
+    last = image.partition("@")[0].rsplit("/", 1)[-1]
     if ":" not in last:
         return None
     tag = last.split(":", 1)[1]

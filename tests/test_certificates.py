@@ -238,6 +238,30 @@ def test_common_names(run, secrets, run_settings):
         assert pinned == (f"etcd-{stack}-peer" if stack == "skip" else None)
 
 
+@pytest.mark.parametrize(
+    ("stack", "value", "cn", "pin"),
+    [
+        ("skip", "foo", "foo", "foo"),
+        ("noskip", "foo", "foo", "foo"),
+        ("skip", "AUTO", "AUTO", "AUTO"),
+        ("skip", "", "etcd-skip-peer", None),
+        ("noskip", "auto", "etcd-noskip-peer", None),
+    ],
+)
+def test_peer_certificates_carry_the_pinned_cn(run_stack, stack, value, cn, pin):
+    # A pin the members' own certificates do not carry makes them refuse each other.
+    run = run_stack(stack, {"peerCertAllowedCn": value})
+    secrets = tls_secrets(run)
+    for member in members(run):
+        peer = secrets[f"{member}-peer-tls"].cert
+        assert [a.value for a in peer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [cn]
+        assert command_of(run, member).get("--peer-cert-allowed-cn") == pin
+        # The serving certificate keeps the member's own name.
+        server = secrets[f"{member}-server-tls"].cert
+        assert [a.value for a in server.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [member]
+    assert run.output("expectedOutcome") == ("healthy" if stack == "skip" else "peers rejected")
+
+
 def test_validity(run, secrets, cas):
     now = dt.datetime.now(dt.UTC)
     for secret in secrets.values():

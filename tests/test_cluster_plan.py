@@ -131,6 +131,9 @@ def test_pod_never_sets_the_environment_variable_form(make_settings, version, sk
         ("", True, None),
         ("etcd-custom-peer", False, "--peer-cert-allowed-cn=etcd-custom-peer"),
         ("etcd-custom-peer", True, "--peer-cert-allowed-cn=etcd-custom-peer"),
+        # Only `auto` exactly means auto: any other spelling is a CN like any other.
+        ("AUTO", False, "--peer-cert-allowed-cn=AUTO"),
+        ("foo", True, "--peer-cert-allowed-cn=foo"),
     ],
 )
 def test_peer_cert_allowed_cn(make_settings, cn_value, skip, expected):
@@ -219,8 +222,42 @@ def test_kubectl_commands(make_settings):
         " --key=/etc/etcd/pki/client/tls.key"
         " endpoint health --cluster"
     )
-    assert plan.kubectl_logs_command(settings) == "kubectl logs -n etcd-ns etcd-skip-0"
+    assert plan.kubectl_logs_command(settings) == (
+        "kubectl logs -n etcd-ns"
+        " -l app.kubernetes.io/name=etcd,app.kubernetes.io/instance=etcd-skip,etcd-peer-san/member"
+        " --prefix --tail=-1"
+    )
     assert plan.REJECTION_MARKER == "does not match any of DNSNames"
+
+
+def selects(selector: str, labels: dict[str, str]) -> bool:
+    """Kubernetes equality-based selector semantics (`k=v` and `k` for "exists")."""
+    for requirement in selector.split(","):
+        key, eq, value = requirement.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("members", [1, 3, 9])
+def test_logs_selector_matches_exactly_this_stacks_member_pods(make_settings, members):
+    settings = make_settings("skip", members=members)
+    selector = plan.member_pod_selector(settings)
+    # One shell word: `$(pulumi stack output logsCommand)` must work unquoted.
+    assert selector.split() == [selector]
+    assert not set(selector) & set("'\"$!*?[]() ")
+    pods = [plan.pod_manifest(settings, m)["metadata"]["labels"] for m in plan.members_of(settings)]
+    assert all(selects(selector, labels) for labels in pods)
+    others = {
+        # The lab's fault-scenario client and its intruder (which copies the labels the
+        # NetworkPolicy admits to the peer port), and a client wearing both.
+        "client": {plan.CLIENT_LABEL: "etcd-skip"},
+        "intruder": plan.cluster_labels(settings),
+        "client-with-cluster-labels": {**plan.cluster_labels(settings), plan.CLIENT_LABEL: "etcd-skip"},
+        "other-stack-member": plan.members_of(make_settings("noskip"))[0].labels,
+    }
+    for name, labels in others.items():
+        assert not selects(selector, labels), name
 
 
 @pytest.mark.parametrize("skip", [True, False])

@@ -172,7 +172,10 @@ def test_stack_outputs(run_stack, stack, outcome):
         " --cacert=/etc/etcd/pki/client/ca.crt --cert=/etc/etcd/pki/client/tls.crt"
         " --key=/etc/etcd/pki/client/tls.key endpoint health --cluster"
     )
-    assert run.output("logsCommand") == f"kubectl logs -n default etcd-{stack}-0"
+    assert run.output("logsCommand") == (
+        f"kubectl logs -n default -l app.kubernetes.io/name=etcd,app.kubernetes.io/instance=etcd-{stack},"
+        "etcd-peer-san/member --prefix --tail=-1"
+    )
     assert run.output("logLookFor") == "does not match any of DNSNames"
     secrets = {name: r.plain_inputs["stringData"] for name, r in by_k8s_name(run, SECRET).items()}
     assert run.output("peerCaCert") == secrets[f"etcd-{stack}-0-peer-tls"]["ca.crt"]
@@ -181,6 +184,24 @@ def test_stack_outputs(run_stack, stack, outcome):
     assert run.output("peerCaCert") != run.output("clientCaCert")
     # Public data only, so nothing in the outputs needs to be secret.
     assert {name for name, out in run.outputs.items() if out.secret} == set()
+
+
+def test_logs_command_selects_every_member_pod_and_nothing_else(stack_run):
+    command = stack_run.output("logsCommand").split()
+    assert command[:4] == ["kubectl", "logs", "-n", "default"]
+    assert command[4] == "-l"
+    assert command[6:] == ["--prefix", "--tail=-1"]
+    requirements = command[5].split(",")
+    selected = [
+        pod["metadata"]["name"]
+        for pod in stack_run.manifests()
+        if pod["kind"] == "Pod"
+        and all(
+            (key in pod["metadata"]["labels"]) if not eq else pod["metadata"]["labels"].get(key) == value
+            for key, eq, value in (r.partition("=") for r in requirements)
+        )
+    ]
+    assert sorted(selected) == [f"etcd-{stack_run.stack}-{i}" for i in range(3)]
 
 
 def test_noskip_pods_wait_for_running_only(noskip_run):
@@ -245,7 +266,10 @@ def test_overrides_flow_into_names_and_urls(run_stack):
         assert f"--advertise-client-urls=https://{fqdns[name]}:2379" in command
         assert "--initial-cluster-token=etcd-skip-etcd-demo" in command
     assert run.output("healthCommand").startswith("kubectl exec -n etcd-demo etcd-skip-0 -- ")
-    assert run.output("logsCommand") == "kubectl logs -n etcd-demo etcd-skip-0"
+    assert run.output("logsCommand") == (
+        "kubectl logs -n etcd-demo -l app.kubernetes.io/name=etcd,app.kubernetes.io/instance=etcd-skip,"
+        "etcd-peer-san/member --prefix --tail=-1"
+    )
 
 
 def test_other_image_versions_flow_into_pods(run_stack):

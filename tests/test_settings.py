@@ -6,11 +6,23 @@ values, so typed getters, unknown-key checks and `parse_settings` are all exerci
 
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 
+import pulumi
 import pytest
+from pulumi.runtime import config as runtime_config
 
-from components.settings import DEFAULT_IMAGE, MAX_STACK_NAME, PROJECT, SettingsError, parse_settings
+from components import cluster_plan as plan
+from components.pulumi_config import read_settings
+from components.settings import (
+    DEFAULT_IMAGE,
+    MAX_STACK_NAME,
+    PROJECT,
+    ParsedSettings,
+    SettingsError,
+    parse_settings,
+)
 from lab.program import partial_run, run_program
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -22,6 +34,20 @@ KNOWN_KEYS = (
 
 def config(**values: str) -> dict[str, str]:
     return {f"{PROJECT}:{key}": value for key, value in values.items()}
+
+
+def domain_of(length: int) -> str:
+    """A valid cluster domain of exactly `length` characters (labels of at most 63)."""
+    labels, left = [], length
+    while left > 64:
+        labels.append("d" * 63)
+        left -= 64
+    return ".".join([*labels, "d" * left])
+
+
+# The longest member Service FQDN of stack `skip` with 3 members in `default`:
+# "etcd-skip-2.default.svc." is 24 characters, so 229 are left for clusterDomain.
+LONGEST_DOMAIN = domain_of(229)
 
 
 # (id, stack, config, key named, value named, allowed values named)
@@ -63,6 +89,40 @@ BAD = [
         "subdomain",
     ),
     ("domain-dots", "skip", config(clusterDomain="a..b"), "clusterDomain", "'a..b'", "DNS-1123 subdomain"),
+    (
+        "domain-label-64",
+        "skip",
+        config(clusterDomain="a" * 64 + ".local"),
+        "clusterDomain",
+        repr("a" * 64 + ".local"),
+        "each at most 63 characters",
+    ),
+    (
+        "domain-only-label-64",
+        "skip",
+        config(clusterDomain="a" * 64),
+        "clusterDomain",
+        repr("a" * 64),
+        "each at most 63 characters",
+    ),
+    (
+        "domain-fqdn-254",
+        "skip",
+        config(clusterDomain=domain_of(230)),
+        "clusterDomain",
+        repr(domain_of(230)),
+        "must be at most 253 characters; the longest would have 254, "
+        "so clusterDomain may have at most 229 characters",
+    ),
+    (
+        "domain-fqdn-long-namespace",
+        "noskip",
+        config(members="9", namespace="n" * 63, clusterDomain=domain_of(175)),
+        "clusterDomain",
+        repr(domain_of(175)),
+        # "etcd-noskip-8." + 63 + ".svc." = 82 characters before the domain.
+        "the longest would have 257, so clusterDomain may have at most 171 characters",
+    ),
     ("image-no-tag", "skip", config(image=IMAGE), "image", repr(IMAGE), "pinned tag or digest"),
     (
         "image-port-no-tag",
@@ -106,7 +166,15 @@ BAD = [
         config(image=f"{IMAGE}:custom", etcdVersion="3.3.10", skipClientSanVerification="true"),
         "skipClientSanVerification",
         "True",
-        "etcd 3.3.10 has no peer skip-client-SAN option",
+        "etcd 3.3.10 (from etcdVersion) has no peer skip-client-SAN option",
+    ),
+    (
+        "version-3.2-tag-with-skip",
+        "skip",
+        config(image=f"{IMAGE}:v3.2.0", skipClientSanVerification="true"),
+        "skipClientSanVerification",
+        "True",
+        "etcd 3.2.0 (from image) has no peer skip-client-SAN option",
     ),
     (
         "version-contradicts-tag",
@@ -117,6 +185,22 @@ BAD = [
         "must match the version the image tag names (3.7.0",
     ),
     (
+        "version-contradicts-tag-before-digest",
+        "skip",
+        config(image=f"{IMAGE}:v3.7.0@{DIGEST}", etcdVersion="3.5.1"),
+        "etcdVersion",
+        "'3.5.1'",
+        f"must match the version the image tag names (3.7.0, from {IMAGE}:v3.7.0@{DIGEST}), or be empty",
+    ),
+    (
+        "digest-after-unversioned-tag",
+        "skip",
+        config(image=f"{IMAGE}:latest@{DIGEST}"),
+        "image",
+        repr(f"{IMAGE}:latest@{DIGEST}"),
+        "set etcdVersion",
+    ),
+    (
         "version-3.2",
         "noskip",
         config(image=f"{IMAGE}:custom", etcdVersion="3.2.0"),
@@ -125,20 +209,37 @@ BAD = [
         "3.4.0 or newer",
     ),
     (
+        "version-3.2-as-given",
+        "noskip",
+        config(image=f"{IMAGE}:custom", etcdVersion="v3.2.0"),
+        "etcdVersion",
+        "'v3.2.0'",
+        "must be 3.4.0 or newer",
+    ),
+    # A version read from the tag is the image's fault: the error names `image`.
+    (
         "version-3.3-tag",
         "noskip",
         config(image=f"{IMAGE}:v3.3.27"),
-        "etcdVersion",
-        "'3.3.27'",
-        "3.4.0 or newer",
+        "image",
+        repr(f"{IMAGE}:v3.3.27"),
+        "its tag names etcd 3.3.27; etcd must be 3.4.0 or newer",
     ),
     (
-        "cn-slash",
+        "version-3.3-tag-with-skip",
         "skip",
-        config(peerCertAllowedCn="bad/cn"),
-        "peerCertAllowedCn",
-        "'bad/cn'",
-        "'auto', empty",
+        config(image=f"{IMAGE}:v3.3.27", skipClientSanVerification="true"),
+        "image",
+        repr(f"{IMAGE}:v3.3.27"),
+        "its tag names etcd 3.3.27; etcd must be 3.4.0 or newer",
+    ),
+    (
+        "version-3.3-tag-before-digest",
+        "noskip",
+        config(image=f"{IMAGE}:v3.3.27@{DIGEST}"),
+        "image",
+        repr(f"{IMAGE}:v3.3.27@{DIGEST}"),
+        "its tag names etcd 3.3.27; etcd must be 3.4.0 or newer",
     ),
     (
         "cn-65",
@@ -146,9 +247,25 @@ BAD = [
         config(peerCertAllowedCn="c" * 65),
         "peerCertAllowedCn",
         repr("c" * 65),
-        "64 characters",
+        "must be 'auto', empty (no pin), or a common name of 1-64 characters without control characters",
     ),
-    ("cn-leading-dash", "skip", config(peerCertAllowedCn="-cn"), "peerCertAllowedCn", "'-cn'", "common name"),
+    (
+        "cn-tab",
+        "skip",
+        config(peerCertAllowedCn="etcd\tpeer"),
+        "peerCertAllowedCn",
+        "'etcd\\tpeer'",
+        "control",
+    ),
+    (
+        "cn-newline",
+        "noskip",
+        config(peerCertAllowedCn="etcd\npeer"),
+        "peerCertAllowedCn",
+        "'etcd\\npeer'",
+        "without control characters",
+    ),
+    ("cn-del", "skip", config(peerCertAllowedCn="peer\x7f"), "peerCertAllowedCn", "'peer\\x7f'", "control"),
     ("stack-name", "Bad_Stack", {}, "stack name", "'Bad_Stack'", "lower-case letters, digits and '-'"),
     ("stack-name-dot", "a.b", {}, "stack name", "'a.b'", "lower-case letters, digits and '-'"),
     (
@@ -254,6 +371,22 @@ def test_partial_run_sees_what_a_failing_program_declared(tmp_path: Path):
             f"{IMAGE}:main",
             "--peer-skip-client-san-verification=true",
         ),
+        # Tag and digest: the tag names the version, etcdVersion may repeat it.
+        (
+            config(image=f"{IMAGE}:v3.7.0@{DIGEST}"),
+            f"{IMAGE}:v3.7.0@{DIGEST}",
+            "--peer-skip-client-san-verification=true",
+        ),
+        (
+            config(image=f"{IMAGE}:v3.5.1@{DIGEST}"),
+            f"{IMAGE}:v3.5.1@{DIGEST}",
+            "--experimental-peer-skip-client-san-verification=true",
+        ),
+        (
+            config(image=f"{IMAGE}:v3.5.1@{DIGEST}", etcdVersion="3.5.1"),
+            f"{IMAGE}:v3.5.1@{DIGEST}",
+            "--experimental-peer-skip-client-san-verification=true",
+        ),
     ],
 )
 def test_good_image_and_version_combinations(raw, image, last_arg):
@@ -282,6 +415,127 @@ def test_other_namespaces_are_not_checked():
     ]
 
 
+def test_longest_member_fqdn_may_have_253_characters():
+    settings = parse_settings({"clusterDomain": LONGEST_DOMAIN}, "skip").settings
+    fqdns = [member.service_fqdn for member in plan.members_of(settings)]
+    assert max(len(fqdn) for fqdn in fqdns) == len(fqdns[-1]) == 253
+    # One character more in the domain, the namespace or the stack name is too many.
+    for raw, stack in [
+        ({"clusterDomain": LONGEST_DOMAIN + "d"}, "skip"),
+        ({"clusterDomain": LONGEST_DOMAIN, "namespace": "defaults"}, "skip"),
+        ({"clusterDomain": LONGEST_DOMAIN}, "skipp"),
+    ]:
+        with pytest.raises(SettingsError, match="the longest would have 254") as caught:
+            parse_settings(raw, stack)
+        assert caught.value.key == "clusterDomain"
+
+
+@pytest.mark.parametrize("cn", ["foo", "AUTO", "Auto", "bad/cn", "-cn", "etcd peer", "c" * 64, "pér"])
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_custom_peer_cn_is_the_members_cn_and_the_pin(cn, skip):
+    settings = parse_settings({"skipClientSanVerification": skip, "peerCertAllowedCn": cn}, "dev").settings
+    assert settings.peer_common_name == cn
+    assert settings.peer_cert_allowed_cn == cn
+
+
+@pytest.mark.parametrize(
+    ("cn", "skip", "pin"),
+    [("auto", True, "etcd-dev-peer"), ("auto", False, None), ("", True, None), ("", False, None)],
+)
+def test_auto_and_empty_keep_the_shared_default_cn(cn, skip, pin):
+    settings = parse_settings({"skipClientSanVerification": skip, "peerCertAllowedCn": cn}, "dev").settings
+    assert settings.peer_common_name == "etcd-dev-peer"
+    assert settings.peer_cert_allowed_cn == pin
+
+
+def read_with_secrets(values: dict[str, str], secret_keys: list[str], stack: str = "skip") -> ParsedSettings:
+    """The program's settings entry point, with config as the language host sets it for
+    values given with `pulumi config set --secret` (set_all_config with the secret keys)."""
+
+    def read() -> ParsedSettings:
+        runtime_config.set_all_config(values, secret_keys)
+        return read_settings(pulumi.Config(PROJECT), stack)
+
+    # A fresh context: Pulumi keeps config and secret keys in context variables.
+    return contextvars.Context().run(read)
+
+
+# (id, config, the secret value, key named, text that must not leak besides the value)
+SECRET_BAD = [
+    ("members-word", config(members="hunter2"), "hunter2", "members", None),
+    ("members-range", config(members="42"), "42", "members", None),
+    ("skip-word", config(skipClientSanVerification="hunter2"), "hunter2", "skipClientSanVerification", None),
+    ("namespace", config(namespace="Hunter2"), "Hunter2", "namespace", None),
+    ("domain", config(clusterDomain="hunter2..corp"), "hunter2..corp", "clusterDomain", None),
+    ("image", config(image="registry.corp/hunter2"), "registry.corp/hunter2", "image", None),
+    (
+        "image-version",
+        config(image=f"{IMAGE}:v3.3.27-hunter2"),
+        f"{IMAGE}:v3.3.27-hunter2",
+        "image",
+        "3.3.27",
+    ),
+    ("version", config(etcdVersion="hunter2"), "hunter2", "etcdVersion", None),
+    ("version-old", config(etcdVersion="3.2.99"), "3.2.99", "etcdVersion", "3.2.99"),
+    ("cn", config(peerCertAllowedCn="hunter2" * 10), "hunter2" * 10, "peerCertAllowedCn", None),
+    ("unknown-key", config(passwrod="hunter2"), "hunter2", "passwrod", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "value", "key", "derived"), [c[1:] for c in SECRET_BAD], ids=[c[0] for c in SECRET_BAD]
+)
+def test_secret_values_are_never_shown(raw, value, key, derived):
+    with pytest.raises(SettingsError) as caught:
+        read_with_secrets(raw, list(raw))
+    message = str(caught.value)
+    assert message.startswith(f"invalid configuration {PROJECT}:{key} = [secret]: ")
+    assert value not in message
+    assert "hunter2" not in message.lower()
+    if derived is not None:
+        assert derived not in message
+    assert caught.value.key == key
+    assert caught.value.value == "[secret]"
+    # The same input, not secret, is shown: the redaction is what hides it.
+    with pytest.raises(SettingsError) as shown:
+        read_with_secrets(raw, [])
+    assert value in str(shown.value)
+
+
+def test_a_secret_key_hides_what_other_errors_derive_from_it():
+    # etcdVersion is not secret, the image is: the contradiction names neither tag nor image.
+    raw = config(image=f"{IMAGE}:v3.7.0-hunter2", etcdVersion="3.5.1")
+    with pytest.raises(SettingsError) as caught:
+        read_with_secrets(raw, [f"{PROJECT}:image"])
+    message = str(caught.value)
+    assert message == (
+        f"invalid configuration {PROJECT}:etcdVersion = '3.5.1': "
+        "must match the version the image tag names, or be empty"
+    )
+    # A secret etcdVersion without the skip option: the skip error does not spell it.
+    raw = config(image=f"{IMAGE}:custom", etcdVersion="3.3.10", skipClientSanVerification="true")
+    with pytest.raises(SettingsError) as caught:
+        read_with_secrets(raw, [f"{PROJECT}:etcdVersion"])
+    assert caught.value.key == "skipClientSanVerification"
+    assert "3.3.10" not in str(caught.value)
+    assert "this etcd version (from etcdVersion) has no peer skip-client-SAN option" in str(caught.value)
+
+
+def test_secret_members_warnings_do_not_show_the_count():
+    parsed = read_with_secrets(config(members="4"), [f"{PROJECT}:members"])
+    assert parsed.settings.members == 4
+    assert parsed.warnings == (
+        "members = [secret]: an even count tolerates no more failures than one member fewer",
+    )
+
+
+def test_secret_values_that_are_valid_are_used():
+    raw = config(skipClientSanVerification="true", members="5", namespace="etcd-ns")
+    parsed = read_with_secrets(raw, list(raw))
+    assert (parsed.settings.members, parsed.settings.namespace) == (5, "etcd-ns")
+    assert parsed.settings.skip_client_san_verification is True
+
+
 def test_defaults_when_nothing_is_set():
     settings = parse_settings({}, "dev").settings
     assert settings.skip_client_san_verification is False
@@ -291,6 +545,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.namespace == "default"
     assert settings.cluster_domain == "cluster.local"
     assert settings.peer_cert_allowed_cn is None
+    assert settings.peer_common_name == "etcd-dev-peer"
     assert (
         parse_settings({"skipClientSanVerification": True}, "dev").settings.peer_cert_allowed_cn
         == "etcd-dev-peer"

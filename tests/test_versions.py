@@ -72,9 +72,14 @@ def test_versions_order_numerically_and_print_plainly():
         ("gcr.io/etcd-development/etcd", None),
         ("etcd:latest", None),
         ("etcd:main", None),
+        # A bare digest names no version: etcdVersion must say it.
         (f"gcr.io/etcd-development/etcd@{DIGEST}", None),
-        # With a digest the digest decides what runs; the tag is not trusted for the version.
-        (f"gcr.io/etcd-development/etcd:v3.6.16@{DIGEST}", None),
+        (f"localhost:5000/etcd@{DIGEST}", None),
+        # A digest after a tag pins that tag's bytes: the tag still names the version.
+        (f"gcr.io/etcd-development/etcd:v3.6.16@{DIGEST}", "3.6.16"),
+        (f"gcr.io/etcd-development/etcd:v3.7.0@{DIGEST}", "3.7.0"),
+        (f"localhost:5000/etcd:v3.5.1@{DIGEST}", "3.5.1"),
+        (f"etcd:main@{DIGEST}", None),
     ],
 )
 def test_version_from_image(image, expected):
