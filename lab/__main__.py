@@ -1,6 +1,8 @@
 """python -m lab run --stack NAME | intruders --stack NAME | faults --stack NAME | cleanup
 
-Exit status: 0 observed outcome = predicted, 1 not, 2 the machine cannot run the lab.
+Exit status: 0 observed outcome = predicted (scenarios: every check holds), 1 not,
+2 the machine cannot run the lab, 3 the request is invalid (command line, stack,
+configuration, or a scenario the stack's configuration cannot serve).
 """
 
 from __future__ import annotations
@@ -10,13 +12,29 @@ import json
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 from components.settings import SettingsError
 
 from . import network
 from .etcd_binary import EtcdBinary
 from .report import render
-from .run import LabEnvironmentError, prepare, run_lab
+from .run import LabEnvironmentError, LabInputError, prepare, run_lab
+
+EXIT_INVALID = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on the lab's exit status for invalid requests."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")
+
+
+# Unknown or unreadable stack file, invalid configuration, bad --config, a scenario the
+# stack cannot serve.
+INVALID = (LabInputError, SettingsError)
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -30,7 +48,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--config takes KEY=VALUE, got {pair!r}")
+            raise LabInputError(f"--config takes KEY=VALUE, got {pair!r}")
         found[key] = value
     return found
 
@@ -43,7 +61,11 @@ def _key_count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="python -m lab",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1] + " Options per command: python -m lab COMMAND --help.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run what a stack declares with real etcd in network namespaces")
     run.add_argument("--stack", required=True, help="reads Pulumi.STACK.yaml")
@@ -95,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run_lab(
             args.stack, binary, timeout=args.timeout, keep=args.keep, overrides=_overrides(args.config)
         )
-    except (SettingsError, FileNotFoundError) as exc:
+    except INVALID as exc:
         print(f"lab: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_INVALID
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.matches else 1
 
@@ -106,8 +128,8 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
     """intruders / faults: exit 0 when every check holds, 1 otherwise."""
     from . import faults, intruders
 
-    overrides = _overrides(args.config)
     try:
+        overrides = _overrides(args.config)
         if args.command == "intruders":
             shown = intruders.run_intruders(args.stack, binary, timeout=args.timeout, overrides=overrides)
             ok, text = shown.ok, intruders.render(shown)
@@ -123,7 +145,10 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
             )
             ok, text = tested.ok, faults.render(tested)
             document = tested.as_dict()
-    except (SettingsError, FileNotFoundError, intruders.IntruderSetupError, faults.FaultsError) as exc:
+    except INVALID as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (intruders.IntruderSetupError, faults.FaultsError) as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(document, indent=2) if args.json else text)

@@ -44,7 +44,7 @@ from .evidence import health_ok, metric_value
 from .network_policy import port_access
 from .pod_clients import ServiceHttps, extra_pod, https_request, pod_threads
 from .pods import Container, flag_value, has_skip_flag
-from .program import ProgramRun
+from .program import LabInputError, ProgramRun
 from .run import Lab, evaluate, settled
 
 CLIENT_POD = "client"
@@ -541,7 +541,18 @@ def run_faults(
     total_started = time.monotonic()
     program = evaluate(stack, binary, overrides or {})
     program_seconds = time.monotonic() - total_started
-    member_pod = program.manifests("Pod")[0]
+    member_pods = program.manifests("Pod")
+    member_pod = member_pods[0]
+    if not has_skip_flag(member_pod["spec"]["containers"][0]["command"]):
+        raise LabInputError(
+            f"faults needs skipClientSanVerification = true (stack {stack!r} runs without the skip "
+            "flag, so its members never form a cluster to break)"
+        )
+    if len(member_pods) < 3:
+        raise LabInputError(
+            f"faults needs members >= 3 (stack {stack!r} has {len(member_pods)}): "
+            "a kill without losing quorum needs at least 3 members"
+        )
     namespace = member_pod["metadata"].get("namespace", "default")
     labels = client_labels(program)
     with Lab(program, binary, extra_pods=[extra_pod(CLIENT_POD, namespace, labels)]) as lab:
@@ -557,12 +568,6 @@ def run_faults(
             client_labels=labels,
             timings=lab.timings,
         )
-        if not has_skip_flag(lab.containers[0].argv):
-            report.problem = "the members run without the skip flag and never form a cluster"
-            return report
-        if len(lab.containers) < 3:
-            report.problem = "a kill without losing quorum needs at least 3 members"
-            return report
         fqdns = lab.program.output("members")
         endpoints = [
             Endpoint(c.pod, str(lab.service_ip(c.pod)), c.pod_ip, str(fqdns[c.pod])) for c in lab.containers

@@ -57,7 +57,7 @@ from .evidence import LogTail
 from .network_policy import PortAccess, port_access
 from .pod_clients import HttpsResult, ServiceHttps, extra_pod, https_request, pod_threads, tls_context
 from .pods import Container, flag_value, has_skip_flag
-from .program import ProgramRun
+from .program import LabInputError, ProgramRun
 from .run import Lab, evaluate
 
 INTRUDER_POD = "intruder"
@@ -227,6 +227,9 @@ def intruder_cases(program: ProgramRun, member: Container, peer_access: PortAcce
     client_ca = Credentials(client_ca_cert, ca_key_for(program, client_ca_cert))
     pinned = flag_value(member.argv, "peer-cert-allowed-cn")
     member_cn = common_name(template)
+    # peerCertAllowedCn may be any CN, even this one: "another CN" differs from both.
+    candidates = (OTHER_CN, f"{OTHER_CN}-2", f"{OTHER_CN}-3")
+    other_cn = next(cn for cn in candidates if cn not in (pinned, member_cn))
     control = issue_like(template, peer_ca)
     return [
         IntruderCase(
@@ -252,8 +255,8 @@ def intruder_cases(program: ProgramRun, member: Container, peer_access: PortAcce
         ),
         IntruderCase(
             "other-cn",
-            f"peer CA, CN {OTHER_CN!r}, a member's SANs",
-            issue_like(template, peer_ca, common_name=OTHER_CN),
+            f"peer CA, CN {other_cn!r}, a member's SANs",
+            issue_like(template, peer_ca, common_name=other_cn),
             "refused" if pinned else "accepted",
             CN_REFUSED if pinned else None,
         ),
@@ -529,6 +532,17 @@ def run_intruders(
     # The intruder wears the labels the NetworkPolicy admits to the peer port: labels are
     # no identity, so TLS is what it has to get past. The outsider wears none.
     access = port_access(program.manifests(), member_pod, PEER_PORT)
+    if not has_skip_flag(member_pod["spec"]["containers"][0]["command"]):
+        raise LabInputError(
+            f"intruders needs skipClientSanVerification = true (stack {stack!r} runs without the "
+            "skip flag: its members reject each other, and any intruder, by SAN, so there is no "
+            "healthy cluster to attack)"
+        )
+    if access.guarded and not access.labels:
+        raise LabInputError(
+            f"intruders: stack {stack!r} declares a NetworkPolicy that admits no pod to the peer "
+            "port, so there is nothing to get past"
+        )
     labels = access.labels[0] if access.labels else {}
     extra = [extra_pod(INTRUDER_POD, namespace, labels), extra_pod(OUTSIDER_POD, namespace)]
     with Lab(program, binary, extra_pods=extra) as lab:
@@ -551,16 +565,6 @@ def run_intruders(
             cluster=None,
             timings=lab.timings,
         )
-        if access.guarded and not access.labels:
-            report.problem = "the NetworkPolicy admits no pod to the peer port: there is nothing to get past"
-            return report
-        if not report.skip:
-            report.problem = (
-                "the members run without the skip flag: they reject each other (and any "
-                "intruder) by SAN, so there is no healthy cluster to attack; use a stack with "
-                "skipClientSanVerification: true"
-            )
-            return report
         cases = intruder_cases(program, first, access)
         lab.start()
         verdict, _, _ = lab.observe(len(lab.containers), timeout)

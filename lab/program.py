@@ -173,16 +173,26 @@ class _WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+class LabInputError(ValueError):
+    """What was asked cannot be run as given: the command line, the stack or a scenario
+    that the stack's configuration cannot serve (the CLI's exit 3)."""
+
+
 def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
     """The config a stack file passes to the program: every value as a string, as the CLI does."""
     path = project_dir / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
-        raise FileNotFoundError(
-            f"no stack file {path.name} for stack {stack!r}; stacks here: {', '.join(known)}"
-        )
-    document = yaml.safe_load(path.read_text()) or {}
+        raise LabInputError(f"no stack file {path.name} for stack {stack!r}; stacks here: {', '.join(known)}")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LabInputError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(document, dict):
+        raise LabInputError(f"{path.name} must be a mapping with a 'config' key, got {document!r}")
     config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise LabInputError(f"{path.name}: 'config' must be a mapping of keys to values, got {config!r}")
     return {key: _cli_string(value) for key, value in config.items()}
 
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from .run import LabReport
 
+# What each peer-matrix value proves (lab.evidence has the log lines behind them).
+CELL_MEANINGS = {
+    "accepted": "the receiving member's log shows it accepted a peer stream from the connecting member",
+    "rejected": "the receiving member refused the connecting member's certificate by SAN",
+    "refused": "another peer-auth refusal on that connection (CN pin, unknown CA, certificate refused)",
+    "unknown": "no evidence either way in the logs",
+}
+
 
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -36,9 +44,13 @@ def render(report: LabReport) -> str:
     lines += ["", "peer connections (row: receiving member, column: connecting member):"]
     matrix_rows = [["", *names]] + [[r, *(report.matrix.cell(r, c) for c in names)] for r in names]
     lines += _table(matrix_rows)
+    shown = {cell for row in matrix_rows[1:] for cell in row[1:]}
+    lines += [f"  {value}: {meaning}" for value, meaning in CELL_MEANINGS.items() if value in shown]
     lines.append("")
     if report.matrix.first_line:
         lines += ["first SAN rejection, verbatim:", f"  {report.matrix.first_line}", ""]
+    if report.matrix.first_refusal:
+        lines += ["first other peer-auth refusal, verbatim:", f"  {report.matrix.first_refusal}", ""]
     if report.etcdctl:
         lines.append(f"etcdctl (the stack's healthCommand): {'ok' if report.etcdctl.get('ok') else 'FAILED'}")
         lines += [f"  {line}" for line in str(report.etcdctl.get("output", "")).splitlines()]
@@ -49,11 +61,18 @@ def render(report: LabReport) -> str:
         f"verdict: {report.verdict}   predicted: {report.predicted}   "
         f"{'as predicted' if report.matches else 'NOT AS PREDICTED'}"
     )
+    if report.timed_out:
+        lines.append(
+            f"  (the --timeout passed after {t.get('verdict', 0):.2f} s, before the evidence was "
+            "conclusive: the verdict is what was seen by then; a longer --timeout may decide it)"
+        )
     lines.append(
-        f"time to verdict {t.get('verdict', 0):.2f} s after the members started; "
+        f"time to verdict {t.get('verdict', 0):.2f} s after the members started"
+        + (f" ({t['evidence']:.2f} s of it reading peer evidence after health)" if t.get("evidence") else "")
+        + "; "
         f"total {t.get('total', 0):.2f} s "
         f"(program {t.get('program', 0):.2f}, network {t.get('network', 0):.2f}, "
-        f"files {t.get('materialize', 0):.2f}, teardown {t.get('teardown', 0):.2f})"
+        f"materialize {t.get('materialize', 0):.2f}, teardown {t.get('teardown', 0):.2f})"
     )
     if report.kept:
         lines.append(

@@ -23,10 +23,12 @@ from components.settings import DEFAULT_IMAGE
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
-from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, san_rejections
+from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, peer_hosts
 from .netns_http import NetnsHttp
-from .pods import Container, image_binaries, materialize
-from .program import ProgramRun, run_program, stack_config
+from .pods import Container, flag_value, image_binaries, materialize
+from .program import LabInputError, ProgramRun, run_program, stack_config
+
+__all__ = ["LabInputError"]  # re-exported for the CLI
 
 POLL_SECONDS = 0.05
 PROJECT_KEY = "etcd-peer-san"
@@ -63,6 +65,7 @@ class LabReport:
     timings: dict[str, float]
     etcdctl: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)  # the program's own warnings
+    timed_out: bool = False  # the deadline passed before the evidence was conclusive
 
     @property
     def matches(self) -> bool:
@@ -95,6 +98,7 @@ class LabReport:
             "verdict": self.verdict,
             "predicted": self.predicted,
             "match": self.matches,
+            "timedOut": self.timed_out,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -192,6 +196,7 @@ class Lab:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.http: NetnsHttp | None = None
         self.timings: dict[str, float] = {}
+        self.timed_out = False  # set by observe() when its deadline decided the verdict
 
     # ------------------------------------------------------------ set-up
 
@@ -320,32 +325,54 @@ class Lab:
     def observe(
         self, predicted_members: int, timeout: float
     ) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
-        """Poll until the evidence is conclusive or the deadline passes."""
+        """Poll until the evidence is conclusive or the deadline passes.
+
+        healthy         all members healthy with one leader; then the peer matrix is read
+                        until every pair shows an accepted stream (the log lines can lag
+                        the health check), at most `evidence_wait` seconds and never past
+                        the deadline (timings: "evidence", the seconds this added)
+        peers rejected  every member rejected every other by SAN
+        unhealthy       every pair rejected or refused, not all by SAN (e.g. the CN pin);
+                        every member exited; or the deadline with no SAN rejection
+        """
         names = [c.pod for c in self.containers]
-        matrix = RejectionMatrix(names)
+        evidence_wait = 2.0
+        advertised = {c.pod: flag_value(c.argv, "initial-advertise-peer-urls") for c in self.containers}
+        matrix = RejectionMatrix(names, peer_hosts=peer_hosts(advertised))
         tails = {c.pod: LogTail(c.log_path) for c in self.containers}
         by_ip = self.member_by_ip()
         deadline = self.started_at + timeout
         state: dict[str, tuple[bool, bool]] = {}
         verdict = "unhealthy"
+        healthy_at: float | None = None
         while True:
             for pod, tail in tails.items():
-                for rejection in san_rejections(pod, tail.new_lines()):
-                    matrix.add(rejection, by_ip)
-            state = self.poll_health()
-            if settled(state):
-                verdict = "healthy"
-                break
-            if matrix.complete:
-                verdict = "peers rejected"
-                break
-            if all(p.poll() is not None for p in self.processes.values()):
-                break  # every member exited: nothing more will happen
-            if time.monotonic() >= deadline:
-                verdict = "peers rejected" if matrix.total else "unhealthy"
-                break
+                matrix.read(pod, tail.new_lines(), by_ip)
+            if healthy_at is not None:
+                now = time.monotonic()
+                if matrix.all_accepted or now >= min(deadline, healthy_at + evidence_wait):
+                    break
+            else:
+                state = self.poll_health()
+                if settled(state):
+                    verdict = "healthy"
+                    healthy_at = time.monotonic()
+                    continue  # read the logs again before waiting
+                if matrix.complete:
+                    verdict = "peers rejected"
+                    break
+                if matrix.closed:
+                    break  # "unhealthy": no peer gets through, and not all by SAN
+                if all(p.poll() is not None for p in self.processes.values()):
+                    break  # every member exited: nothing more will happen
+                if time.monotonic() >= deadline:
+                    verdict = "peers rejected" if matrix.total else "unhealthy"
+                    self.timed_out = True
+                    break
             time.sleep(POLL_SECONDS)
-        self.timings["verdict"] = time.monotonic() - self.started_at
+        ended = time.monotonic()
+        self.timings["verdict"] = ended - self.started_at
+        self.timings["evidence"] = ended - healthy_at if healthy_at is not None else 0.0
         return verdict, matrix, state
 
     def etcdctl_health(self, command: str) -> dict[str, Any]:
@@ -443,4 +470,5 @@ def run_lab(
         timings=lab.timings,
         etcdctl=etcdctl,
         warnings=list(program.warnings),
+        timed_out=lab.timed_out,
     )

@@ -12,7 +12,12 @@ DEST=.cache/etcd-$VERSION
 ETCD=$DEST/usr/bin/etcd
 ETCDCTL=$DEST/usr/bin/etcdctl
 
-reports_version() { [ -x "$ETCD" ] && "$ETCD" --version 2>/dev/null | grep -qx "etcd Version: $VERSION"; }
+# Capture first, then match: `etcd --version | grep -q` under pipefail fails whenever
+# grep exits before etcd has written everything (etcd dies of SIGPIPE).
+reports_version() {
+    local out
+    [ -x "$ETCD" ] && out=$("$ETCD" --version 2>/dev/null) && grep -qx "etcd Version: $VERSION" <<<"$out"
+}
 
 if reports_version && [ -x "$ETCDCTL" ]; then
     exit 0

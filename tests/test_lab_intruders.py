@@ -138,10 +138,3 @@ def test_command_line_exits_0_with_a_json_report():
         "other-cn": "refused",
         "no-labels": "blocked",
     }
-
-
-def test_command_line_exits_1_without_the_skip_flag():
-    require_lab()
-    result = _lab_cli("intruders", "--stack", "noskip")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "skipClientSanVerification: true" in result.stdout

@@ -32,11 +32,18 @@ def test_skip_stack_is_healthy(etcd_binary):
     binary = etcd_binary
     report = lab_run.run_lab("skip", binary)
     assert report.etcd_version == str(binary.version)
-    assert (report.verdict, report.predicted) == ("healthy", "healthy")
+    assert (report.verdict, report.predicted, report.timed_out) == ("healthy", "healthy", False)
     assert [m.name for m in report.members] == ["etcd-skip-0", "etcd-skip-1", "etcd-skip-2"]
     assert all(m.healthy for m in report.members)
     assert sum(m.leader for m in report.members) == 1
     assert report.matrix.total == 0
+    # Every cell backed by evidence: each member's log shows it accepted a peer stream
+    # from every other member (not merely "no rejection seen").
+    names = [m.name for m in report.members]
+    assert report.matrix.as_dict() == {r: {c: "-" if r == c else "accepted" for c in names} for r in names}
+    assert report.matrix.refusals == {} and report.matrix.first_refusal is None
+    # The accepted-stream lines did not lag health by more than the bounded wait.
+    assert 0.0 <= report.timings["evidence"] <= 2.0
     # The program's declared readiness probe passes against the live member; these
     # versions have no /livez, so the program declares no liveness probe (FACTS.md).
     assert all(m.probes == {"readiness": True} for m in report.members)
@@ -48,10 +55,12 @@ def test_skip_stack_is_healthy(etcd_binary):
 def test_noskip_members_reject_each_other(etcd_binary):
     binary = etcd_binary
     report = lab_run.run_lab("noskip", binary)
-    assert (report.verdict, report.predicted) == ("peers rejected", "peers rejected")
+    # Decided by the complete matrix, not by the deadline.
+    assert (report.verdict, report.predicted, report.timed_out) == ("peers rejected", "peers rejected", False)
     names = [m.name for m in report.members]
     assert report.matrix.as_dict() == {r: {c: "-" if r == c else "rejected" for c in names} for r in names}
     assert report.matrix.unknown_sources == {}
+    assert report.timings["evidence"] == 0.0  # never healthy: no wait for accepted streams
     first = report.matrix.first_line or ""
     assert "does not match any of DNSNames" in first
     assert any(f'\\"{m.pod_ip}\\"' in first for m in report.members), first
@@ -76,6 +85,9 @@ def test_json_report_from_the_command_line():
     assert report["verdict"] == report["predicted"] == "peers rejected"
     assert report["match"] is True
     assert report["sanRejections"] >= 6
+    # The JSON matrix uses the same words as the human one.
+    names = [m["name"] for m in report["members"]]
+    assert report["peerMatrix"] == {r: {c: "-" if r == c else "rejected" for c in names} for r in names}
     assert set(report["timings"]) >= {"program", "network", "verdict", "teardown", "total"}
 
 
@@ -84,7 +96,7 @@ def test_unexpected_outcome_exits_1_and_leaves_nothing(monkeypatch, capsys):
     # A deadline that expires at the first poll: the skip stack cannot be healthy yet.
     assert lab_main(["run", "--stack", "skip", "--timeout", "0", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert (report["verdict"], report["match"]) == ("unhealthy", False)
+    assert (report["verdict"], report["match"], report["timedOut"]) == ("unhealthy", False, True)
     assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report['runId']}-")]
     assert not (network.RUN_BASE / report["runId"]).exists()
 

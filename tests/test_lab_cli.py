@@ -1,0 +1,86 @@
+"""The lab's command line on invalid requests: exit 3 with one line that says what is
+wrong, before anything is created. (Exit 0/1 are in test_lab_run, exit 2 there too.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab import network
+from lab.__main__ import EXIT_INVALID
+from lab.__main__ import main as lab_main
+from lab.program import LabInputError, stack_config
+from tests.lab_support import lab_namespaces, require_lab
+
+pytestmark = pytest.mark.lab
+
+
+def _run_dirs() -> set[str]:
+    return {p.name for p in network.RUN_BASE.iterdir()} if network.RUN_BASE.is_dir() else set()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run"],
+        ["faults", "--stack", "skip", "--keys", "2"],
+        ["faults", "--stack", "skip", "--target", "everyone"],
+        ["run", "--stack", "skip", "--timeout", "soon"],
+        ["bench"],
+    ],
+    ids=["no-stack", "too-few-keys", "bad-target", "bad-timeout", "no-such-command"],
+)
+def test_usage_errors_exit_3(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        lab_main(argv)
+    assert stopped.value.code == EXIT_INVALID == 3
+    err = capsys.readouterr().err
+    assert "python -m lab" in err and "error:" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--stack", "nosuch"], "no stack file Pulumi.nosuch.yaml for stack 'nosuch'; stacks here:"),
+        (["run", "--stack", "skip", "--config", "members"], "--config takes KEY=VALUE, got 'members'"),
+        (["run", "--stack", "skip", "--config", "membrs=3"], "did you mean 'members'"),
+        (["run", "--stack", "skip", "--config", "members=10"], "etcd-peer-san:members = 10"),
+        (["intruders", "--stack", "noskip"], "intruders needs skipClientSanVerification = true"),
+        (["faults", "--stack", "noskip"], "faults needs skipClientSanVerification = true"),
+        (["faults", "--stack", "skip", "--config", "members=1"], "faults needs members >= 3"),
+    ],
+    ids=[
+        "unknown-stack",
+        "config-without-value",
+        "typo-key",
+        "members-out-of-range",
+        "intruders-noskip",
+        "faults-noskip",
+        "faults-one-member",
+    ],
+)
+def test_invalid_requests_exit_3_with_one_line_and_create_nothing(argv, expected, capsys):
+    require_lab()
+    namespaces, run_dirs = set(lab_namespaces()), _run_dirs()
+    assert lab_main(argv) == EXIT_INVALID
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab: ") and expected in lines[0], captured.err
+    assert captured.out == ""
+    assert set(lab_namespaces()) - namespaces == set()
+    assert _run_dirs() - run_dirs == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("config: [unclosed\n", "Pulumi.broken.yaml is not valid YAML"),
+        ("- a list\n", "Pulumi.broken.yaml must be a mapping with a 'config' key"),
+        ("config: just-a-string\n", "'config' must be a mapping of keys to values, got 'just-a-string'"),
+    ],
+    ids=["bad-yaml", "not-a-mapping", "config-not-a-mapping"],
+)
+def test_unreadable_stack_files_are_invalid_requests(tmp_path, text, expected):
+    (tmp_path / "Pulumi.broken.yaml").write_text(text)
+    with pytest.raises(LabInputError) as raised:
+        stack_config("broken", tmp_path)
+    assert expected in str(raised.value)
