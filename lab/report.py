@@ -68,7 +68,11 @@ def render(report: LabReport) -> str:
         )
     lines.append(
         f"time to verdict {t.get('verdict', 0):.2f} s after the members started"
-        + (f" ({t['evidence']:.2f} s of it reading peer evidence after health)" if t.get("evidence") else "")
+        + (
+            f" ({t['evidence']:.2f} s of it reading peer evidence after health)"
+            if t.get("evidence", 0) >= 0.005
+            else ""
+        )
         + "; "
         f"total {t.get('total', 0):.2f} s "
         f"(program {t.get('program', 0):.2f}, network {t.get('network', 0):.2f}, "
