@@ -34,7 +34,7 @@ help:
 	@echo "make bench         lab overhead against bare etcd, 3/5/7 members"
 	@echo "make lint          ruff check, ruff format --check, mypy"
 	@echo "make venv          .venv with the pinned requirements (also used by the Pulumi CLI)"
-	@echo "make system-deps   iptables and iproute2 (installed when root and missing)"
+	@echo "make system-deps   iptables, iproute2 and util-linux (installed when root and missing)"
 	@echo "make etcd34        Debian's etcd 3.4.23 unpacked into $(ETCD34_DIR)"
 	@echo "make checkov-venv  checkov in its own venv ($(CHECKOV_VENV))"
 	@echo "make clean         remove lab leftovers, venvs and caches"
@@ -96,6 +96,6 @@ bench: venv system-deps
 
 clean:
 	@# Lab leftovers first (namespaces, processes, run directories): it needs the venv.
-	-[ ! -x $(VENV_PY) ] || $(VENV_PY) -m lab cleanup
+	-[ ! -x $(VENV_PY) ] || $(VENV_PY) -m lab cleanup --kept
 	rm -rf $(VENV) $(CHECKOV_VENV) .cache .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

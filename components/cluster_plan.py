@@ -26,7 +26,8 @@ PKI_ROOT = "/etc/etcd/pki"
 # UID/GID of the distroless "nonroot" user; fsGroup makes the 0440 key files and the
 # emptyDir readable/writable for it and nobody else.
 RUN_AS = 65532
-# Above etcd's ~7 s leader-transfer timeout on SIGTERM (FACTS.md).
+# Above etcd's ~7 s leader-transfer timeout on SIGTERM (measured: ~7 s when
+# the peers are stopping too).
 TERMINATION_GRACE_SECONDS = 30
 
 TlsRole = Literal["peer", "server", "client"]
@@ -286,7 +287,8 @@ def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
     annotations: dict[str, str] = {}
     if not settings.skip_client_san_verification and settings.members > 1:
         # No member can become Ready without a leader: let `pulumi up` return once the
-        # Pods run instead of timing out after 10 minutes. Not skipAwait (FACTS.md).
+        # Pods run instead of timing out after 10 minutes. Not skipAwait: it also
+        # skips the await on delete, so a replacement could race the old Pod.
         annotations["pulumi.com/waitFor"] = "jsonpath={.status.phase}=Running"
     container: dict[str, Any] = {
         "name": "etcd",
@@ -301,7 +303,7 @@ def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         # httpGet on the plain metrics listener: official images have no shell for exec
-        # probes, and /health needs a leader (FACTS.md), so liveness uses /livez only
+        # probes, and /health answers 503 without a leader (measured), so liveness uses /livez only
         # where the version has it.
         "readinessProbe": _probe(paths.readiness, 5, 3),
         "resources": {

@@ -20,7 +20,7 @@ COMPONENT_TYPE = "etcdpeersan:index:EtcdCluster"
 CA_VALIDITY_HOURS = 5 * 365 * 24
 # A year: long enough for a demo to be left running.
 LEAF_VALIDITY_HOURS = 365 * 24
-# pulumi-tls defaults to P224, which has no TLS 1.3 signature scheme (FACTS.md).
+# pulumi-tls defaults to P224, which has no TLS 1.3 signature scheme and is deprecated.
 ECDSA_CURVE = "P256"
 CA_USES = ["cert_signing", "crl_signing", "digital_signature"]
 # etcd dials peers with the peer certificate and its gRPC gateway dials itself with the

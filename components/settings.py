@@ -74,7 +74,13 @@ MIN_MEMBERS, MAX_MEMBERS = 1, 9
 MAX_STACK_NAME = 64 - len("etcd- client CA")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+# An image reference: a lower-case repository (optionally after a registry host:port), an
+# optional tag (letters of either case, digits, '_', '.', '-'; at most 128) and an
+# optional digest (the OCI distribution reference grammar, simplified).
+_IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
 # X.509's upper bound for a common name (ub-common-name, RFC 5280).
 MAX_COMMON_NAME = 64
 # RFC 1123: a DNS name has at most 253 characters, each label at most 63.
@@ -306,12 +312,18 @@ def parse_settings(
         allowed_cn = peer_cn if skip else None
     elif cn_value == "":
         allowed_cn = None
-    elif len(cn_value) > MAX_COMMON_NAME or any(unicodedata.category(c) == "Cc" for c in cn_value):
+    elif (
+        len(cn_value) > MAX_COMMON_NAME
+        or "," in cn_value
+        or any(unicodedata.category(c) == "Cc" for c in cn_value)
+    ):
+        # No comma: etcd 3.6+ reads --peer-cert-allowed-cn as a comma-separated list, so a
+        # CN with a comma would pin its pieces and refuse the members' own certificates.
         raise error(
             "peerCertAllowedCn",
             cn_value,
             f"must be 'auto', empty (no pin), or a common name of 1-{MAX_COMMON_NAME} characters "
-            "without control characters",
+            "without commas or control characters",
         )
     else:
         allowed_cn = peer_cn = cn_value

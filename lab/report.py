@@ -81,6 +81,6 @@ def render(report: LabReport) -> str:
     if report.kept:
         lines.append(
             f"kept: {report.run_dir} (objects/, pods/<member>/container.log); "
-            "remove with: python -m lab cleanup"
+            f"remove with: rm -r {report.run_dir} (or python -m lab cleanup --kept, for every kept run)"
         )
     return "\n".join(lines)

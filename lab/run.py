@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from components.cluster_plan import METRICS_PORT
-from components.settings import DEFAULT_IMAGE
+from components.settings import DEFAULT_IMAGE, check_unknown_keys, parse_settings
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
@@ -139,6 +140,11 @@ def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> Progr
     """
     config = stack_config(stack)
     config.update({f"{PROJECT_KEY}:{k}": v for k, v in overrides.items()})
+    # The configuration as given must be valid (as `pulumi up` would see it) before the
+    # lab replaces image and etcdVersion: a bad value there is an error, not a detail.
+    prefix = f"{PROJECT_KEY}:"
+    check_unknown_keys(config)
+    parse_settings({k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}, stack)
     image = config.get(f"{PROJECT_KEY}:image") or DEFAULT_IMAGE
     repository = image.split("@", 1)[0]
     if ":" in repository.rsplit("/", 1)[-1]:
@@ -160,15 +166,32 @@ def _write_objects(program: ProgramRun, directory: Path) -> None:
         path.write_text(yaml.safe_dump(shown, sort_keys=False))
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Teardown must finish: hold SIGINT/SIGTERM until it has."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Teardown must finish: SIGINT/SIGTERM that arrive during it are recorded and
+    delivered once it has.
+
+    A Python-level handler, not a signal mask: a mask is per thread, and the kernel hands
+    the signal to a thread that does not block it (a NetnsHttp worker), after which Python
+    still runs the main thread's handler and raises there, halfway through teardown.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can change handlers, and only it receives them
+        return
+    arrived: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in HELD_SIGNALS}
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: arrived.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
 
 
 class Lab:
@@ -269,7 +292,11 @@ class Lab:
                 self.net.teardown()
             except Exception as exc:  # report, but still remove the run directory
                 errors.append(str(exc))
-            if not self.keep and self.run_dir.exists():
+            if not self.run_dir.exists():
+                pass
+            elif self.keep:
+                (self.run_dir / network.KEPT_MARKER).write_text("kept with --keep\n")
+            else:
                 shutil.rmtree(self.run_dir)
             self.timings["teardown"] = time.monotonic() - started
             if errors:

@@ -25,9 +25,26 @@ def _run_dirs() -> set[str]:
         ["faults", "--stack", "skip", "--keys", "2"],
         ["faults", "--stack", "skip", "--target", "everyone"],
         ["run", "--stack", "skip", "--timeout", "soon"],
+        ["run", "--stack", "skip", "--timeout", "0"],
+        ["run", "--stack", "skip", "--timeout", "-1"],
+        # nan would turn every deadline off: a run that never settles would never end.
+        ["run", "--stack", "skip", "--timeout", "nan"],
+        ["intruders", "--stack", "skip", "--timeout", "inf"],
+        ["intruders", "--stack", "skip", "--keep"],
         ["bench"],
     ],
-    ids=["no-stack", "too-few-keys", "bad-target", "bad-timeout", "no-such-command"],
+    ids=[
+        "no-stack",
+        "too-few-keys",
+        "bad-target",
+        "bad-timeout",
+        "zero-timeout",
+        "negative-timeout",
+        "nan-timeout",
+        "infinite-timeout",
+        "keep-is-for-run-only",
+        "no-such-command",
+    ],
 )
 def test_usage_errors_exit_3(argv, capsys):
     with pytest.raises(SystemExit) as stopped:
@@ -44,6 +61,13 @@ def test_usage_errors_exit_3(argv, capsys):
         (["run", "--stack", "skip", "--config", "members"], "--config takes KEY=VALUE, got 'members'"),
         (["run", "--stack", "skip", "--config", "membrs=3"], "did you mean 'members'"),
         (["run", "--stack", "skip", "--config", "members=10"], "etcd-peer-san:members = 10"),
+        # The lab runs its local etcd in place of the image's, but the values as given
+        # must still be valid: `pulumi up` would refuse them.
+        (["run", "--stack", "skip", "--config", "image=etcd:latest"], "etcd-peer-san:image = 'etcd:latest'"),
+        (["run", "--stack", "skip", "--config", "image="], "etcd-peer-san:image = ''"),
+        (["run", "--stack", "skip", "--config", "etcdVersion=banana"], "etcdVersion = 'banana'"),
+        (["faults", "--stack", "skip", "--config", "etcdVersion=3.3.1"], "etcdVersion = '3.3.1'"),
+        (["run", "--stack", "skip", "--config", "peerCertAllowedCn=a,b"], "peerCertAllowedCn = 'a,b'"),
         (["intruders", "--stack", "noskip"], "intruders needs skipClientSanVerification = true"),
         (["faults", "--stack", "noskip"], "faults needs skipClientSanVerification = true"),
         (["faults", "--stack", "skip", "--config", "members=1"], "faults needs members >= 3"),
@@ -53,6 +77,11 @@ def test_usage_errors_exit_3(argv, capsys):
         "config-without-value",
         "typo-key",
         "members-out-of-range",
+        "image-latest",
+        "image-empty",
+        "version-not-a-version",
+        "version-not-the-tags",
+        "cn-with-comma",
         "intruders-noskip",
         "faults-noskip",
         "faults-one-member",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from lab import network
 from lab import run as lab_run
 from lab.__main__ import main as lab_main
+from lab.report import render
 from tests.lab_support import BINARIES, ROOT, lab_namespaces, require_lab
 
 pytestmark = pytest.mark.lab
@@ -45,7 +48,7 @@ def test_skip_stack_is_healthy(etcd_binary):
     # The accepted-stream lines did not lag health by more than the bounded wait.
     assert 0.0 <= report.timings["evidence"] <= 2.0
     # The program's declared readiness probe passes against the live member; these
-    # versions have no /livez, so the program declares no liveness probe (FACTS.md).
+    # versions have no /livez, so the program declares no liveness probe (/health needs a leader).
     assert all(m.probes == {"readiness": True} for m in report.members)
     assert report.etcdctl is not None and report.etcdctl["ok"], report.etcdctl
     assert report.etcdctl["output"].count("is healthy") == 3
@@ -93,8 +96,9 @@ def test_json_report_from_the_command_line():
 
 def test_unexpected_outcome_exits_1_and_leaves_nothing(monkeypatch, capsys):
     require_lab()
-    # A deadline that expires at the first poll: the skip stack cannot be healthy yet.
-    assert lab_main(["run", "--stack", "skip", "--timeout", "0", "--json"]) == 1
+    # A deadline that expires at the first poll (the smallest --timeout there is): the
+    # skip stack cannot be healthy yet.
+    assert lab_main(["run", "--stack", "skip", "--timeout", "1e-9", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["verdict"], report["match"], report["timedOut"]) == ("unhealthy", False, True)
     assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report['runId']}-")]
@@ -132,11 +136,26 @@ def _run_state_of(pid: int) -> dict | None:
     return None
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_mid_run_leaves_nothing(sig):
+@pytest.mark.parametrize(
+    ("signals", "members"),
+    [
+        ((signal.SIGINT,), 1),
+        ((signal.SIGTERM,), 1),
+        # A double Ctrl-C, or `timeout -s INT` (it signals the child, then its group): the
+        # second signal lands during teardown, which must still finish.
+        ((signal.SIGINT, signal.SIGINT), 5),
+        ((signal.SIGINT, signal.SIGTERM), 5),
+        ((signal.SIGTERM, signal.SIGINT), 5),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGINT-SIGINT", "SIGINT-SIGTERM", "SIGTERM-SIGINT"],
+)
+def test_signal_mid_run_leaves_nothing(signals, members):
     require_lab()
     child = subprocess.Popen(
-        [sys.executable, "-m", "lab", "run", "--stack", "noskip", "--timeout", "60", "--config", "members=1"],
+        [
+            *[sys.executable, "-m", "lab", "run", "--stack", "skip", "--timeout", "60"],
+            *["--config", f"members={members}"],
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -154,9 +173,12 @@ def test_signal_mid_run_leaves_nothing(sig):
         time.sleep(0.02)
     assert state, "the run never created its namespaces"
     ours = set(state["namespaces"])
-    child.send_signal(sig)
+    for sig in signals:
+        child.send_signal(sig)
+        time.sleep(0.03)
     _, stderr = child.communicate(timeout=60)
-    assert child.returncode != 0
+    assert child.returncode == 128 + signals[0], stderr
+    assert stderr.strip().splitlines()[-1].startswith("lab: "), stderr
     assert not ours & lab_namespaces(), stderr
     assert not (network.RUN_BASE / state["run_id"]).exists()
     assert not [d for d in Path("/etc/netns").glob("esl-*") if d.name in ours]
@@ -184,15 +206,26 @@ def test_two_runs_in_parallel_both_succeed():
         assert not (network.RUN_BASE / report["runId"]).exists()
 
 
+def _fake_etcd(directory: Path, version: str) -> Path:
+    """A stand-in that answers `--version` as an etcd of that version would."""
+    fake = directory / "etcd"
+    fake.write_text(f"#!/bin/sh\necho 'etcd Version: {version}'\necho 'Git SHA: 0'\n")
+    fake.chmod(0o755)
+    return fake
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
         ("not-root", "not root"),
         ("no-etcd", "no etcd"),
         ("no-iptables", "no iptables-restore"),
+        ("etcd-fails", "no usable etcd: /bin/false --version: exit 1"),
+        ("not-etcd", "no usable etcd: /bin/echo --version printed no etcd version: echo (GNU coreutils)"),
+        ("etcd-too-old", "is etcd 3.3.27; the program supports 3.4.0 and newer"),
     ],
 )
-def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, capsys):
+def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, capsys, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to simulate each missing piece (as non-root, 'not root' is the real case)")
     if case == "not-root":
@@ -221,8 +254,50 @@ def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, 
             monkeypatch.setattr(
                 lab_run.shutil, "which", lambda t: None if t == "iptables-restore" else real_which(t)
             )
-        args = ["run", "--stack", "skip"] + (["--etcd", "/nonexistent/etcd"] if case == "no-etcd" else [])
+        etcd = {
+            "no-etcd": "/nonexistent/etcd",
+            "etcd-fails": "/bin/false",
+            "not-etcd": "/bin/echo",
+            "etcd-too-old": str(_fake_etcd(tmp_path, "3.3.27")),
+        }.get(case)
+        args = ["run", "--stack", "skip"] + (["--etcd", etcd] if etcd else [])
         code, err = lab_main(args), capsys.readouterr().err
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab: cannot run here:") and expected in lines[0], err
+
+
+@pytest.fixture
+def own_run_base(monkeypatch):
+    """A run base of this test's own, so its cleanup cannot touch any other run on the
+    machine. Not under pytest's tmp_path: etcd runs as the Pods' non-root user, which
+    must be able to reach its files (pytest's directories are 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="etcd-san-lab-test-"))
+    base.chmod(0o711)
+    monkeypatch.setattr(network, "RUN_BASE", base)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_keep_leaves_the_run_directory_and_cleanup_only_removes_it_when_asked(own_run_base):
+    require_lab()
+    report = lab_run.run_lab("noskip", BINARIES["3.5.1"](), keep=True)
+    run_dir = Path(report.run_dir)
+    assert report.kept and report.verdict == "peers rejected"
+    assert (run_dir / network.KEPT_MARKER).is_file()
+    assert f"kept: {run_dir} " in render(report) and "cleanup --kept" in render(report)
+    objects = {p.name for p in (run_dir / "objects").iterdir()}
+    assert {f"pod-{m.name}.yaml" for m in report.members} <= objects
+    assert {f"service-{m.name}.yaml" for m in report.members} <= objects
+    secret = (run_dir / "objects" / f"secret-{report.members[0].name}-peer-tls.yaml").read_text()
+    assert "PRIVATE KEY" not in secret and "bytes, in the pod's volume" in secret
+    for member in report.members:
+        log = run_dir / "pods" / member.name / "container.log"
+        assert "does not match any of DNSNames" in log.read_text(), log
+        assert not Path(f"/proc/{member.pid}").exists()
+    # Only the directory stays: the namespaces went with the run.
+    assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report.run_id}-")]
+    assert network.cleanup(network.RUN_BASE) == []
+    assert run_dir.is_dir()
+    assert network.cleanup(network.RUN_BASE, kept=True) == [str(run_dir)]
+    assert not run_dir.exists()

@@ -220,7 +220,8 @@ def test_skip_pods_wait_for_ready(skip_run):
 
 @pytest.mark.parametrize(("stack", "overrides"), [("skip", {}), ("noskip", {}), ("noskip", {"members": "1"})])
 def test_no_pod_skips_await(run_stack, stack, overrides):
-    # skipAwait on a replaceable Pod races its own replacement (FACTS.md).
+    # skipAwait on a replaceable Pod races its own replacement: the
+    # annotation skips the await on delete too, so the new Pod can meet the old one.
     for pod in run_stack(stack, overrides).manifests("Pod"):
         assert "pulumi.com/skipAwait" not in pod["metadata"].get("annotations", {})
 
