@@ -4,8 +4,13 @@ import pulumi
 
 from components.etcd_cluster import EtcdCluster, EtcdClusterArgs
 from components.pulumi_config import read_settings
+from components.settings import SettingsError
 
-parsed = read_settings(pulumi.Config(), pulumi.get_stack())
+try:
+    parsed = read_settings(pulumi.Config(), pulumi.get_stack())
+except SettingsError as exc:
+    # The CLI prints a RunError as its message alone, any other exception as a traceback.
+    raise pulumi.RunError(str(exc)) from None
 for warning in parsed.warnings:
     pulumi.log.warn(warning)
 

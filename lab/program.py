@@ -25,6 +25,8 @@ from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.settings import SettingsError
+
 from .tls_emulation import TLS_RESOURCES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -215,7 +217,10 @@ def run_program(
 ) -> ProgramRun:
     """Run `__main__.py` for `stack` (config from Pulumi.<stack>.yaml unless given).
 
-    Raises whatever the program raises (e.g. a SettingsError) after the runtime settled;
+    Raises whatever the program raises after the runtime settled, except that invalid
+    configuration comes back as the SettingsError behind it (`__main__.py` turns it into
+    the pulumi.RunError that the CLI prints as one line; that RunError is the returned
+    error's `__cause__`), so callers see the same error as from `parse_settings`.
     `ProgramRun` is only returned for a program that completed. The exception carries
     what the program had declared before it failed: see `partial_run`.
     """
@@ -252,6 +257,12 @@ def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) ->
         # Keep the program's own exception (callers match on its type) and attach what
         # had been declared by then, so a test can check that bad input declared nothing.
         partial = ProgramRun(stack, config, _resources(monitor, mocks), {}, collector.messages)
+        if isinstance(error, pulumi.RunError) and isinstance(error.__context__, SettingsError):
+            # `raise RunError(...) from None` hides the SettingsError from the CLI's
+            # output, but Python keeps it as the RunError's context.
+            settings_error = error.__context__
+            setattr(settings_error, _PARTIAL_RUN, partial)
+            raise settings_error from error
         setattr(error, _PARTIAL_RUN, partial)
         raise
     finally:

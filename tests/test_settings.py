@@ -312,6 +312,31 @@ def test_bad_configuration_fails_before_anything_is_declared(stack, raw, key, va
     assert message.startswith(f"invalid configuration {where} = {value}: ")
     assert allowed in message
     assert caught.value.key == key
+    assert_cli_sees_one_line(caught.value)
+    run = partial_run(caught.value)
+    assert run is not None
+    assert run.resources == []
+
+
+def assert_cli_sees_one_line(error: SettingsError) -> None:
+    """The program raised a pulumi.RunError with the SettingsError's text (the Pulumi CLI
+    prints a RunError as its message alone, anything else as a traceback); run_program
+    hands back the SettingsError behind it, chained from what the program raised."""
+    raised = error.__cause__
+    assert type(raised) is pulumi.RunError
+    assert str(raised) == str(error)
+    assert "\n" not in str(raised)
+    # `from None`: nothing chained would be shown.
+    assert raised.__cause__ is None and raised.__suppress_context__
+
+
+def test_bad_value_reaches_the_cli_as_one_line_and_declares_nothing():
+    with pytest.raises(SettingsError) as caught:
+        run_program("skip", config=config(members="ten"))
+    raised = caught.value.__cause__
+    assert type(raised) is pulumi.RunError
+    assert str(raised) == "invalid configuration etcd-peer-san:members = 'ten': must be an integer 1..9"
+    assert raised.__suppress_context__
     run = partial_run(caught.value)
     assert run is not None
     assert run.resources == []
@@ -330,6 +355,7 @@ def test_unknown_key_fails_with_a_hint(raw, key, hint):
         assert "did you mean" not in message
     else:
         assert message.endswith(f"(did you mean {hint!r}?)")
+    assert_cli_sees_one_line(caught.value)
     run = partial_run(caught.value)
     assert run is not None
     assert run.resources == []
