@@ -9,12 +9,17 @@ from .settings import (
     CONFIG_KEYS,
     MAX_MEMBERS,
     MIN_MEMBERS,
+    REDACTED,
     ParsedSettings,
     SettingsError,
     check_unknown_keys,
     parse_settings,
 )
 
+NOT_A_SECRET = (
+    "must not be a secret: its value is written in plain text into object names, commands and "
+    "outputs; set it without --secret"
+)
 # The same texts as settings.coerce: the only integer key is `members`.
 _ALLOWED = {
     "boolean": "must be a boolean: true or false",
@@ -38,7 +43,11 @@ def _is_secret(full_key: str) -> bool:
 def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
     values = _all_config_values()
     check_unknown_keys(values, {key for key in values if _is_secret(key)})
-    secret_keys = {key.name for key in CONFIG_KEYS if _is_secret(config.full_key(key.name))}
+    for key in CONFIG_KEYS:
+        # Every value ends up in plain text: in object names, etcd's command line, stack
+        # outputs. Taking a secret would store it unencrypted, silently: refuse it.
+        if _is_secret(config.full_key(key.name)):
+            raise SettingsError(key.name, REDACTED, NOT_A_SECRET, secret=True)
     raw: dict[str, object] = {}
     for key in CONFIG_KEYS:
         try:
@@ -49,7 +58,5 @@ def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
             else:
                 raw[key.name] = config.get(key.name)
         except pulumi.ConfigTypeError:
-            raise SettingsError(
-                key.name, config.get(key.name), _ALLOWED[key.type], secret=key.name in secret_keys
-            ) from None
-    return parse_settings(raw, stack, secret_keys)
+            raise SettingsError(key.name, config.get(key.name), _ALLOWED[key.type]) from None
+    return parse_settings(raw, stack)

@@ -161,48 +161,37 @@ def check_unknown_keys(values: Mapping[str, object], secret_keys: Collection[str
         )
 
 
-def coerce(key: ConfigKey, raw: object, secret: bool = False) -> bool | int | str:
+def coerce(key: ConfigKey, raw: object) -> bool | int | str:
     """Turn a raw value (a string, as the CLI passes it, or a typed value) into key.type."""
     if key.type == "boolean":
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
             return raw.strip().lower() == "true"
-        raise SettingsError(key.name, raw, "must be a boolean: true or false", secret=secret)
+        raise SettingsError(key.name, raw, "must be a boolean: true or false")
     if key.type == "integer":
         if isinstance(raw, bool):
-            raise SettingsError(
-                key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}", secret=secret
-            )
+            raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
         if isinstance(raw, int):
             return raw
         if isinstance(raw, float) and raw.is_integer():
             return int(raw)
         if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
             return int(raw)
-        raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}", secret=secret)
+        raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
     if not isinstance(raw, str):
-        raise SettingsError(key.name, raw, "must be a string", secret=secret)
+        raise SettingsError(key.name, raw, "must be a string")
     return raw
 
 
-def parse_settings(
-    raw: Mapping[str, object], stack: str, secret_keys: Collection[str] = ()
-) -> ParsedSettings:
+def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
     """Validate raw config values (missing keys take their defaults) into Settings.
 
-    `secret_keys` (short names) were set as secrets: an error shows `[secret]` for their
-    values and never spells out anything derived from them.
+    Values set as secrets never get here (`pulumi_config.read_settings` refuses them):
+    every value below may be shown in an error and written into names and commands.
     """
-    secret = frozenset(secret_keys)
-
-    def error(key: str, value: object, allowed: str) -> SettingsError:
-        return SettingsError(key, value, allowed, secret=key in secret)
-
     values = {
-        key.name: coerce(key, raw[key.name], key.name in secret)
-        if raw.get(key.name) is not None
-        else key.default
+        key.name: coerce(key, raw[key.name]) if raw.get(key.name) is not None else key.default
         for key in CONFIG_KEYS
     }
     warnings: list[str] = []
@@ -218,26 +207,22 @@ def parse_settings(
     skip = bool(values["skipClientSanVerification"])
     members = int(values["members"])
     if not MIN_MEMBERS <= members <= MAX_MEMBERS:
-        raise error("members", members, f"must be {MIN_MEMBERS}..{MAX_MEMBERS}")
+        raise SettingsError("members", members, f"must be {MIN_MEMBERS}..{MAX_MEMBERS}")
     if members == 1:
-        shown = REDACTED if "members" in secret else "1"
         warnings.append(
-            f"members = {shown}: a single member never opens a peer connection, so the SAN check cannot show"
+            "members = 1: a single member never opens a peer connection, so the SAN check cannot show"
         )
     elif members % 2 == 0:
-        shown, fewer = (
-            (REDACTED, "one member fewer") if "members" in secret else (str(members), str(members - 1))
-        )
-        warnings.append(f"members = {shown}: an even count tolerates no more failures than {fewer}")
+        warnings.append(f"members = {members}: an even count tolerates no more failures than {members - 1}")
 
     namespace = str(values["namespace"])
     if not _is_dns_label(namespace):
-        raise error(
+        raise SettingsError(
             "namespace", namespace, "must be a DNS-1123 label: lower-case letters, digits, '-', at most 63"
         )
     domain = str(values["clusterDomain"])
     if not _DNS_SUBDOMAIN.match(domain) or not all(_is_dns_label(label) for label in domain.split(".")):
-        raise error(
+        raise SettingsError(
             "clusterDomain",
             domain,
             "must be a DNS-1123 subdomain such as cluster.local (labels of lower-case letters, "
@@ -247,7 +232,7 @@ def parse_settings(
     # (cluster_plan.Member.service_fqdn, member names etcd-<stack>-<i>, one digit).
     fqdn_prefix = len(f"etcd-{stack}-{members - 1}.{namespace}.svc.")
     if fqdn_prefix + len(domain) > MAX_DNS_NAME:
-        raise error(
+        raise SettingsError(
             "clusterDomain",
             domain,
             f"member Service FQDNs (<member>.<namespace>.svc.<clusterDomain>) must be at most "
@@ -258,10 +243,10 @@ def parse_settings(
 
     image = str(values["image"]).strip()
     if not image or not _IMAGE.match(image):
-        raise error("image", image, "must be an image reference such as " + DEFAULT_IMAGE)
+        raise SettingsError("image", image, "must be an image reference such as " + DEFAULT_IMAGE)
     tag = image.rsplit("/", 1)[-1].partition(":")[2]
     if "@" not in image and tag in ("", "latest"):
-        raise error("image", image, "must carry a pinned tag or digest, not 'latest' or none")
+        raise SettingsError("image", image, "must carry a pinned tag or digest, not 'latest' or none")
 
     # The version comes from etcdVersion when given, else from the image tag; errors about
     # the version name that key.
@@ -273,36 +258,37 @@ def parse_settings(
         try:
             version = EtcdVersion.parse(version_text)
         except ValueError:
-            raise error("etcdVersion", version_text, "must be an etcd version such as 3.6.16") from None
+            raise SettingsError(
+                "etcdVersion", version_text, "must be an etcd version such as 3.6.16"
+            ) from None
         if from_tag is not None and from_tag != version:
             # Flags follow etcdVersion: a different etcd in the image would refuse them.
-            named = "" if "image" in secret else f" ({from_tag}, from {image})"
-            raise error(
-                "etcdVersion", version_text, f"must match the version the image tag names{named}, or be empty"
+            raise SettingsError(
+                "etcdVersion",
+                version_text,
+                f"must match the version the image tag names ({from_tag}, from {image}), or be empty",
             )
         version_key, version_value = "etcdVersion", version_text
     else:
         if from_tag is None:
-            raise error(
+            raise SettingsError(
                 "image", image, "its tag names no etcd version (e.g. ':v3.6.16'); set etcdVersion too"
             )
         version = from_tag
         version_key, version_value = "image", image
-    etcd = "this etcd version" if version_key in secret else f"etcd {version}"
     # The skip check first: for an old etcd with skip on, the missing option is the news.
     if skip and skip_flag_for(version) is None:
-        raise error(
+        raise SettingsError(
             "skipClientSanVerification",
             True,
-            f"{etcd} (from {version_key}) has no peer skip-client-SAN option (3.2.28+, 3.3.17+, "
+            f"etcd {version} (from {version_key}) has no peer skip-client-SAN option (3.2.28+, 3.3.17+, "
             "3.4+ have it); use a newer etcd, or set it false",
         )
     if version < OLDEST_SUPPORTED:
         floor = f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
         if version_key == "image":
-            named = "an etcd version" if "image" in secret else f"etcd {version}"
-            floor = f"its tag names {named}; etcd {floor}"
-        raise error(version_key, version_value, floor)
+            floor = f"its tag names etcd {version}; etcd {floor}"
+        raise SettingsError(version_key, version_value, floor)
 
     # One CN for the members' peer certificates and the pin, so the two always agree.
     cn_value = str(values["peerCertAllowedCn"]).strip()
@@ -319,7 +305,7 @@ def parse_settings(
     ):
         # No comma: etcd 3.6+ reads --peer-cert-allowed-cn as a comma-separated list, so a
         # CN with a comma would pin its pieces and refuse the members' own certificates.
-        raise error(
+        raise SettingsError(
             "peerCertAllowedCn",
             cn_value,
             f"must be 'auto', empty (no pin), or a common name of 1-{MAX_COMMON_NAME} characters "

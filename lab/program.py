@@ -12,7 +12,7 @@ import contextvars
 import logging
 import runpy
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,9 +213,13 @@ def run_program(
     stack: str,
     config: Mapping[str, str] | None = None,
     *,
+    secret_keys: Collection[str] = (),
     project_dir: Path = PROJECT_DIR,
 ) -> ProgramRun:
     """Run `__main__.py` for `stack` (config from Pulumi.<stack>.yaml unless given).
+
+    `secret_keys`: full keys set with `pulumi config set --secret` (the CLI tells the
+    program which ones through PULUMI_CONFIG_SECRET_KEYS).
 
     Raises whatever the program raises after the runtime settled, except that invalid
     configuration comes back as the SettingsError behind it (`__main__.py` turns it into
@@ -228,15 +232,17 @@ def run_program(
     project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
     # A fresh context per run: Pulumi keeps its settings, config and root stack in
     # context variables, so runs in one process cannot see each other.
-    return contextvars.Context().run(_run, stack, project, full_config, project_dir)
+    return contextvars.Context().run(_run, stack, project, full_config, list(secret_keys), project_dir)
 
 
-def _run(stack: str, project: str, config: dict[str, str], project_dir: Path) -> ProgramRun:
+def _run(
+    stack: str, project: str, config: dict[str, str], secret_keys: list[str], project_dir: Path
+) -> ProgramRun:
     mocks = EmulatingMocks()
     monitor = RecordingMonitor(mocks)
     collector = _WarningCollector()
     logger = logging.getLogger("pulumi")
-    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_all_config(config, secret_keys)
     # The mock engine sends `pulumi.log` messages to the logger it is given (the root
     # logger by default, which the collector would not see).
     pulumi.runtime.set_mocks(

@@ -16,6 +16,7 @@ from pulumi.runtime import config as runtime_config
 from components import cluster_plan as plan
 from components.pulumi_config import read_settings
 from components.settings import (
+    CONFIG_KEYS,
     DEFAULT_IMAGE,
     MAX_STACK_NAME,
     PROJECT,
@@ -495,6 +496,49 @@ def read_with_secrets(values: dict[str, str], secret_keys: list[str], stack: str
     return contextvars.Context().run(read)
 
 
+NOT_A_SECRET = (
+    "must not be a secret: its value is written in plain text into object names, commands and "
+    "outputs; set it without --secret"
+)
+# A valid value for every key, as the CLI passes it.
+GOOD = {
+    "skipClientSanVerification": "true",
+    "image": DEFAULT_IMAGE,
+    "etcdVersion": "3.6.16",
+    "members": "5",
+    "namespace": "etcd-ns",
+    "clusterDomain": "cluster.local",
+    "peerCertAllowedCn": "etcd-skip-peer",
+}
+
+
+def test_every_key_has_a_good_value():
+    assert list(GOOD) == [key.name for key in CONFIG_KEYS]
+
+
+@pytest.mark.parametrize("key", list(GOOD))
+def test_secret_values_of_known_keys_are_rejected_before_anything_is_declared(key):
+    raw = {**config(skipClientSanVerification="true"), **config(**{key: GOOD[key]})}
+    with pytest.raises(SettingsError) as caught:
+        run_program("skip", config=raw, secret_keys=[f"{PROJECT}:{key}"])
+    assert str(caught.value) == f"invalid configuration {PROJECT}:{key} = [secret]: {NOT_A_SECRET}"
+    assert caught.value.key == key
+    assert caught.value.value == "[secret]"
+    assert_cli_sees_one_line(caught.value)
+    run = partial_run(caught.value)
+    assert run is not None
+    assert run.resources == []
+    # The same value, not secret, is used: the secrecy is what is refused.
+    assert read_with_secrets(raw, []).settings.skip_client_san_verification is True
+
+
+def test_the_first_secret_key_is_named():
+    raw = config(members="3", namespace="default")
+    with pytest.raises(SettingsError) as caught:
+        read_with_secrets(raw, list(raw))
+    assert caught.value.key == "members"
+
+
 # (id, config, the secret value, key named, text that must not leak besides the value)
 SECRET_BAD = [
     ("members-word", config(members="hunter2"), "hunter2", "members", None),
@@ -537,38 +581,12 @@ def test_secret_values_are_never_shown(raw, value, key, derived):
     assert value in str(shown.value)
 
 
-def test_a_secret_key_hides_what_other_errors_derive_from_it():
-    # etcdVersion is not secret, the image is: the contradiction names neither tag nor image.
+def test_a_secret_key_is_refused_before_other_keys_could_describe_it():
+    # etcdVersion is not secret, the image is: the refusal names the image, not its tag.
     raw = config(image=f"{IMAGE}:v3.7.0-hunter2", etcdVersion="3.5.1")
     with pytest.raises(SettingsError) as caught:
         read_with_secrets(raw, [f"{PROJECT}:image"])
-    message = str(caught.value)
-    assert message == (
-        f"invalid configuration {PROJECT}:etcdVersion = '3.5.1': "
-        "must match the version the image tag names, or be empty"
-    )
-    # A secret etcdVersion without the skip option: the skip error does not spell it.
-    raw = config(image=f"{IMAGE}:custom", etcdVersion="3.3.10", skipClientSanVerification="true")
-    with pytest.raises(SettingsError) as caught:
-        read_with_secrets(raw, [f"{PROJECT}:etcdVersion"])
-    assert caught.value.key == "skipClientSanVerification"
-    assert "3.3.10" not in str(caught.value)
-    assert "this etcd version (from etcdVersion) has no peer skip-client-SAN option" in str(caught.value)
-
-
-def test_secret_members_warnings_do_not_show_the_count():
-    parsed = read_with_secrets(config(members="4"), [f"{PROJECT}:members"])
-    assert parsed.settings.members == 4
-    assert parsed.warnings == (
-        "members = [secret]: an even count tolerates no more failures than one member fewer",
-    )
-
-
-def test_secret_values_that_are_valid_are_used():
-    raw = config(skipClientSanVerification="true", members="5", namespace="etcd-ns")
-    parsed = read_with_secrets(raw, list(raw))
-    assert (parsed.settings.members, parsed.settings.namespace) == (5, "etcd-ns")
-    assert parsed.settings.skip_client_san_verification is True
+    assert str(caught.value) == f"invalid configuration {PROJECT}:image = [secret]: {NOT_A_SECRET}"
 
 
 def test_defaults_when_nothing_is_set():
