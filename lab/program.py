@@ -199,6 +199,18 @@ def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
     return {key: _cli_string(value) for key, value in config.items()}
 
 
+def project_config_defaults(project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """The `default`s of Pulumi.yaml's `config:` block under their full keys, as strings:
+    the CLI passes them to the program along with the stack file's values."""
+    document = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
+    project = document["name"]
+    return {
+        f"{project}:{key}": _cli_string(spec["default"])
+        for key, spec in (document.get("config") or {}).items()
+        if isinstance(spec, dict) and "default" in spec
+    }
+
+
 def _cli_string(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

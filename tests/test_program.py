@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from components import cluster_plan as plan
-from lab.program import ProgramRun
+from lab.program import ProgramRun, project_config_defaults, run_program, stack_config
 
 COMPONENT = "etcdpeersan:index:EtcdCluster"
 SERVICE = "kubernetes:core/v1:Service"
@@ -302,3 +302,48 @@ def test_member_count_warnings(run_stack, members, warning):
 
 def test_stack_files_run_without_warnings(stack_run):
     assert stack_run.warnings == []
+
+
+def without_pem(value: object) -> object:
+    """`value` with every PEM block (fresh keys and certificates per run) replaced by its label."""
+    if isinstance(value, dict):
+        return {k: without_pem(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_pem(v) for v in value]
+    if isinstance(value, str) and value.startswith("-----BEGIN "):
+        return value.splitlines()[0]
+    return value
+
+
+def test_pulumi_yaml_defaults_are_what_the_cli_passes():
+    assert project_config_defaults() == {
+        "etcd-peer-san:skipClientSanVerification": "false",
+        "etcd-peer-san:image": "gcr.io/etcd-development/etcd:v3.6.16",
+        "etcd-peer-san:etcdVersion": "",
+        "etcd-peer-san:members": "3",
+        "etcd-peer-san:namespace": "default",
+        "etcd-peer-san:clusterDomain": "cluster.local",
+        "etcd-peer-san:peerCertAllowedCn": "auto",
+    }
+
+
+@pytest.mark.parametrize("stack", ["skip", "noskip"])
+def test_stack_files_with_the_pulumi_yaml_defaults_declare_the_same(run_stack, stack):
+    # The CLI passes Pulumi.yaml's defaults (as strings) under the stack file's values.
+    with_defaults = run_program(stack, {**project_config_defaults(), **stack_config(stack)})
+    assert len(with_defaults.config) == 7
+    without = run_stack(stack)
+    assert len(without.config) == 2
+
+    def declared(run: ProgramRun) -> list[tuple[str, str, object]]:
+        return sorted(
+            ((r.type, r.name, without_pem(r.plain_inputs)) for r in run.resources), key=lambda t: t[:2]
+        )
+
+    assert declared(with_defaults) == declared(without)
+    assert len(declared(without)) == 40
+    assert with_defaults.manifests("Pod") == without.manifests("Pod")
+    assert {name: without_pem(out.value) for name, out in with_defaults.outputs.items()} == {
+        name: without_pem(out.value) for name, out in without.outputs.items()
+    }
+    assert with_defaults.warnings == without.warnings == []
