@@ -293,9 +293,9 @@ def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "etcd",
         "image": settings.image,
-        # Re-check the registry on every start: a node-cached image under the same tag
-        # is not trusted (checkov CKV_K8S_15).
-        "imagePullPolicy": "Always",
+        # Not Always: a custom build loaded into the node with `kind load docker-image`
+        # (the etcdVersion use case) is in no registry, so a pull would fail.
+        "imagePullPolicy": "IfNotPresent",
         "command": etcd_command(settings, member),
         "ports": [
             {"name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP"},

@@ -39,7 +39,6 @@ REQUIRED_POD_CHECKS = {
     "CKV_K8S_12": "memory requests",
     "CKV_K8S_13": "memory limits",
     "CKV_K8S_14": "image tag fixed, not latest",
-    "CKV_K8S_15": "image pull policy Always",
     "CKV_K8S_16": "not privileged",
     "CKV_K8S_20": "no privilege escalation",
     "CKV_K8S_22": "read-only root filesystem",

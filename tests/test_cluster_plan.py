@@ -333,6 +333,8 @@ def test_pod_runs_restricted_and_outlives_leader_transfer(make_settings):
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert set(container["resources"]) == {"requests", "limits"}
+    # A custom build loaded into the node (`kind load docker-image`) is not in any registry.
+    assert container["imagePullPolicy"] == "IfNotPresent"
     assert {"name": "data", "emptyDir": {}} in spec["volumes"]
     assert {"name": "data", "mountPath": "/var/lib/etcd"} in container["volumeMounts"]
 
