@@ -121,7 +121,7 @@ def etcd_args(settings: Settings, member: Member) -> list[str]:
         ("initial-advertise-peer-urls", member.peer_url),
         ("listen-client-urls", f"https://0.0.0.0:{CLIENT_PORT}"),
         ("advertise-client-urls", member.client_url),
-        # Plain HTTP /health, /livez, /readyz for kubelet probes (no client cert).
+        # Plain HTTP /health, /livez, /readyz, /metrics for kubelet probes (no client cert).
         ("listen-metrics-urls", f"http://0.0.0.0:{METRICS_PORT}"),
         ("peer-cert-file", f"{peer}/tls.crt"),
         ("peer-key-file", f"{peer}/tls.key"),
@@ -303,9 +303,10 @@ def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         # httpGet on the plain metrics listener: official images have no shell for exec
-        # probes, and /health answers 503 without a leader (measured), so liveness uses /livez only
-        # where the version has it.
+        # probes. Paths by version (versions.probe_paths_for): liveness never on /health,
+        # which answers 503 without a leader.
         "readinessProbe": _probe(paths.readiness, 5, 3),
+        "livenessProbe": _probe(paths.liveness, 10, 6),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "1", "memory": "512Mi"},
@@ -325,8 +326,6 @@ def pod_manifest(settings: Settings, member: Member) -> dict[str, Any]:
             *({"name": f"{role}-tls", "mountPath": tls_dir(role), "readOnly": True} for role in TLS_ROLES),
         ],
     }
-    if paths.liveness is not None:
-        container["livenessProbe"] = _probe(paths.liveness, 10, 6)
     metadata = _metadata(settings, member.name, member.labels)
     if annotations:
         metadata["annotations"] = annotations

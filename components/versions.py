@@ -78,14 +78,6 @@ _SKIP_FLAG_RANGES: tuple[tuple[EtcdVersion, EtcdVersion, str], ...] = (
     (_v("3.6.0"), _v("999.0.0"), STABLE_SKIP_FLAG),
 )
 
-# /livez and /readyz were added in 3.4.29, 3.5.11 and 3.6.0 (source); 3.4.23 and
-# 3.5.1 answer 404 (measured).
-_LIVEZ_READYZ_RANGES: tuple[tuple[EtcdVersion, EtcdVersion], ...] = (
-    (_v("3.4.29"), _v("3.5.0")),
-    (_v("3.5.11"), _v("3.6.0")),
-    (_v("3.6.0"), _v("999.0.0")),
-)
-
 OLDEST_SUPPORTED = _v("3.4.0")
 
 
@@ -100,12 +92,29 @@ def skip_flag_for(version: EtcdVersion) -> str | None:
 @dataclass(frozen=True)
 class ProbePaths:
     readiness: str
-    # None: the version has no endpoint that answers without a leader, and a
-    # liveness probe on /health would restart members exactly when quorum is lost.
-    liveness: str | None
+    # Must answer while there is no leader: a liveness probe on /health would restart
+    # members exactly when quorum is lost.
+    liveness: str
+
+
+_LIVEZ_READYZ = ProbePaths(readiness="/readyz", liveness="/livez")
+# /health answers 503 without a leader (readiness only); /metrics answers 200 with or
+# without one (measured on 3.4.23 and 3.5.1), so it is the liveness check.
+_HEALTH_METRICS = ProbePaths(readiness="/health", liveness="/metrics")
+
+# (first version, first version after) -> probe paths. /livez and /readyz were added in
+# 3.4.29, 3.5.11 and 3.6.0 (source); 3.4.23 and 3.5.1 answer 404 (measured).
+_PROBE_PATH_RANGES: tuple[tuple[EtcdVersion, EtcdVersion, ProbePaths], ...] = (
+    (_v("3.4.0"), _v("3.4.29"), _HEALTH_METRICS),
+    (_v("3.4.29"), _v("3.5.0"), _LIVEZ_READYZ),
+    (_v("3.5.0"), _v("3.5.11"), _HEALTH_METRICS),
+    (_v("3.5.11"), _v("999.0.0"), _LIVEZ_READYZ),
+)
 
 
 def probe_paths_for(version: EtcdVersion) -> ProbePaths:
-    if any(first <= version < after for first, after in _LIVEZ_READYZ_RANGES):
-        return ProbePaths(readiness="/readyz", liveness="/livez")
-    return ProbePaths(readiness="/health", liveness=None)
+    for first, after, paths in _PROBE_PATH_RANGES:
+        if first <= version < after:
+            return paths
+    # Older than the program supports (settings refuse it): the paths that need the least.
+    return _HEALTH_METRICS

@@ -287,9 +287,11 @@ def test_every_tls_file_in_the_commands_is_mounted_from_a_tls_secret(make_settin
 @pytest.mark.parametrize(
     ("version", "readiness", "liveness"),
     [
-        ("3.4.23", "/health", None),
-        ("3.5.1", "/health", None),
+        ("3.4.23", "/health", "/metrics"),
+        ("3.4.29", "/readyz", "/livez"),
+        ("3.5.1", "/health", "/metrics"),
         ("3.5.11", "/readyz", "/livez"),
+        ("3.6.16", "/readyz", "/livez"),
         ("3.7.0", "/readyz", "/livez"),
     ],
 )
@@ -300,14 +302,7 @@ def test_pod_probes_follow_the_version_table(make_settings, version, readiness, 
     assert metrics["containerPort"] == 2381
     assert "--listen-metrics-urls=http://0.0.0.0:2381" in container["command"]
     assert container["readinessProbe"]["httpGet"] == {"path": readiness, "port": "metrics", "scheme": "HTTP"}
-    if liveness is None:
-        assert "livenessProbe" not in container
-    else:
-        assert container["livenessProbe"]["httpGet"] == {
-            "path": liveness,
-            "port": "metrics",
-            "scheme": "HTTP",
-        }
+    assert container["livenessProbe"]["httpGet"] == {"path": liveness, "port": "metrics", "scheme": "HTTP"}
     assert not any(
         "exec" in container.get(p, {}) for p in ("readinessProbe", "livenessProbe", "startupProbe")
     )

@@ -47,9 +47,9 @@ def test_skip_stack_is_healthy(etcd_binary):
     assert report.matrix.refusals == {} and report.matrix.first_refusal is None
     # The accepted-stream lines did not lag health by more than the bounded wait.
     assert 0.0 <= report.timings["evidence"] <= 2.0
-    # The program's declared readiness probe passes against the live member; these
-    # versions have no /livez, so the program declares no liveness probe (/health needs a leader).
-    assert all(m.probes == {"readiness": True} for m in report.members)
+    # The program's declared probes pass against the live member; these versions have no
+    # /livez or /readyz: readiness asks /health, liveness /metrics.
+    assert all(m.probes == {"readiness": True, "liveness": True} for m in report.members)
     assert report.etcdctl is not None and report.etcdctl["ok"], report.etcdctl
     assert report.etcdctl["output"].count("is healthy") == 3
     _assert_gone(report)
@@ -68,10 +68,45 @@ def test_noskip_members_reject_each_other(etcd_binary):
     assert "does not match any of DNSNames" in first
     assert any(f'\\"{m.pod_ip}\\"' in first for m in report.members), first
     assert not any(m.healthy or m.leader for m in report.members)
-    assert all(m.probes == {"readiness": False} for m in report.members)
+    # No leader: not ready. Both probes are declared; whether liveness passed in this
+    # snapshot depends on timing: the verdict (~0.1 s after start) can come before a
+    # member serves its metrics listener. Liveness without a leader is
+    # test_leaderless_members_are_live_but_not_ready.
+    assert all(set(m.probes) == {"readiness", "liveness"} for m in report.members)
+    assert not any(m.probes["readiness"] for m in report.members)
     # Every member is reached through its Service address, not its pod IP.
     assert all(m.service_ip and m.service_ip.startswith("10.96.") for m in report.members)
     _assert_gone(report)
+
+
+def test_leaderless_members_are_live_but_not_ready(etcd_binary):
+    """The declared probes, sent as kubelet sends them, against noskip members that never
+    elect a leader: readiness fails (/health answers 503), liveness passes (these versions
+    have no /livez: it asks /metrics) for as long as they stay leaderless, so kubelet
+    would not restart members that merely lack quorum."""
+    program = lab_run.evaluate("noskip", etcd_binary, {})
+    with lab_run.Lab(program, etcd_binary) as lab:
+        lab.start()
+        verdict, _, _ = lab.observe(len(lab.containers), 30.0)
+        # Until each member serves its metrics listener (kubelet counts a refused probe as
+        # one of failureThreshold failures).
+        deadline = time.monotonic() + 10
+        probes = lab.run_probes()
+        while not all(p["liveness"] for p in probes.values()) and time.monotonic() < deadline:
+            time.sleep(lab_run.POLL_SECONDS)
+            probes = lab.run_probes()
+        samples = [probes]
+        for _ in range(3):  # leaderless for seconds: still live, still not ready
+            time.sleep(1.0)
+            samples.append(lab.run_probes())
+        state = lab.poll_health()
+        paths = {p.kind: p.path for c in lab.containers for p in c.probes}
+    assert verdict == "peers rejected"
+    assert paths == {"readiness": "/health", "liveness": "/metrics"}
+    names = [c.pod for c in lab.containers]
+    for sample in samples:
+        assert sample == {name: {"readiness": False, "liveness": True} for name in names}
+    assert not any(healthy or leader for healthy, leader in state.values())
 
 
 def test_json_report_from_the_command_line():

@@ -18,8 +18,8 @@ NEWEST = "1.37.0"
 OLDEST = "1.29.0"
 VERSIONS = [OLDEST, NEWEST]
 
-# Both stack files, plus variants that change the manifests' shape (no liveness
-# probe on 3.4, one member without waitFor, other namespace and domain).
+# Both stack files, plus variants that change the manifests' shape (other probe paths
+# on 3.4, one member without waitFor, other namespace and domain).
 RUNS = {
     "skip": ("skip", {}),
     "noskip": ("noskip", {}),

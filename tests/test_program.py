@@ -280,7 +280,7 @@ def test_other_image_versions_flow_into_pods(run_stack):
         assert container["image"] == "localhost:5000/etcd:v3.5.1"
         assert container["command"][-1] == "--experimental-peer-skip-client-san-verification=true"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health"
-        assert "livenessProbe" not in container
+        assert container["livenessProbe"]["httpGet"]["path"] == "/metrics"
 
 
 @pytest.mark.parametrize(

@@ -120,21 +120,24 @@ def test_skip_flag_for(version, flag):
 @pytest.mark.parametrize(
     ("version", "readiness", "liveness"),
     [
-        # /livez and /readyz arrived in 3.4.29, 3.5.11 and 3.6.0; before that only
-        # /health, which fails without a leader, so there is no liveness probe.
-        ("3.4.0", "/health", None),
-        ("3.4.23", "/health", None),
-        ("3.4.28", "/health", None),
+        # /livez and /readyz arrived in 3.4.29, 3.5.11 and 3.6.0. Before that, /health
+        # answers 503 without a leader, so it is readiness only, and liveness asks
+        # /metrics, which answers 200 with or without one.
+        ("3.4.0", "/health", "/metrics"),
+        ("3.4.23", "/health", "/metrics"),
+        ("3.4.28", "/health", "/metrics"),
         ("3.4.29", "/readyz", "/livez"),
         ("3.4.37", "/readyz", "/livez"),
-        ("3.5.0", "/health", None),
-        ("3.5.1", "/health", None),
-        ("3.5.10", "/health", None),
+        ("3.5.0", "/health", "/metrics"),
+        ("3.5.1", "/health", "/metrics"),
+        ("3.5.10", "/health", "/metrics"),
         ("3.5.11", "/readyz", "/livez"),
         ("3.5.21", "/readyz", "/livez"),
+        ("3.6.0-rc.0", "/readyz", "/livez"),
         ("3.6.0", "/readyz", "/livez"),
         ("3.6.16", "/readyz", "/livez"),
         ("3.7.0", "/readyz", "/livez"),
+        ("3.7.5", "/readyz", "/livez"),
     ],
 )
 def test_probe_paths_for(version, readiness, liveness):
