@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -72,14 +71,15 @@ MIN_MEMBERS, MAX_MEMBERS = 1, 9
 # The longest name derived from the stack is the client CA's common name,
 # "etcd-<stack> client CA" (etcd_cluster.py), and X.509 allows 64 characters.
 MAX_STACK_NAME = 64 - len("etcd- client CA")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Used with fullmatch: `$` would also match before a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # An image reference: a lower-case repository (optionally after a registry host:port), an
 # optional tag (letters of either case, digits, '_', '.', '-'; at most 128) and an
 # optional digest (the OCI distribution reference grammar, simplified).
 _IMAGE = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+    r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
 )
 # X.509's upper bound for a common name (ub-common-name, RFC 5280).
 MAX_COMMON_NAME = 64
@@ -129,7 +129,25 @@ class ParsedSettings:
 
 
 def _is_dns_label(text: str) -> bool:
-    return len(text) <= 63 and bool(_DNS_LABEL.match(text))
+    return len(text) <= 63 and bool(_DNS_LABEL.fullmatch(text))
+
+
+def _is_common_name(text: str) -> bool:
+    """Usable as the members' peer CN and as etcd's pin.
+
+    No comma: etcd 3.6+ reads --peer-cert-allowed-cn as a comma-separated list, so a CN
+    with a comma would pin its pieces and refuse the members' own certificates. UTF-8:
+    a lone surrogate cannot be sent to Pulumi's engine at all. Printable: a control or
+    zero-width character makes a CN that looks like another. No surrounding whitespace:
+    a typo that would otherwise become part of the CN.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return (
+        0 < len(text) <= MAX_COMMON_NAME and "," not in text and text.isprintable() and text == text.strip()
+    )
 
 
 def default_peer_common_name(stack: str) -> str:
@@ -221,7 +239,7 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
             "namespace", namespace, "must be a DNS-1123 label: lower-case letters, digits, '-', at most 63"
         )
     domain = str(values["clusterDomain"])
-    if not _DNS_SUBDOMAIN.match(domain) or not all(_is_dns_label(label) for label in domain.split(".")):
+    if not _DNS_SUBDOMAIN.fullmatch(domain) or not all(_is_dns_label(label) for label in domain.split(".")):
         raise SettingsError(
             "clusterDomain",
             domain,
@@ -241,8 +259,8 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
             "stack and namespace",
         )
 
-    image = str(values["image"]).strip()
-    if not image or not _IMAGE.match(image):
+    image = str(values["image"])
+    if not _IMAGE.fullmatch(image):
         raise SettingsError("image", image, "must be an image reference such as " + DEFAULT_IMAGE)
     tag = image.rsplit("/", 1)[-1].partition(":")[2]
     if "@" not in image and tag in ("", "latest"):
@@ -250,7 +268,8 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
 
     # The version comes from etcdVersion when given, else from the image tag; errors about
     # the version name that key.
-    version_text = str(values["etcdVersion"]).strip()
+    # Only exactly "" means "from the tag": anything else must be a version as it stands.
+    version_text = str(values["etcdVersion"])
     from_tag = version_from_image(image)
     version_key: str
     version_value: str
@@ -291,25 +310,20 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
         raise SettingsError(version_key, version_value, floor)
 
     # One CN for the members' peer certificates and the pin, so the two always agree.
-    cn_value = str(values["peerCertAllowedCn"]).strip()
+    cn_value = str(values["peerCertAllowedCn"])
     peer_cn = default_peer_common_name(stack)
     allowed_cn: str | None
     if cn_value == AUTO:
         allowed_cn = peer_cn if skip else None
-    elif cn_value == "":
+    elif cn_value == "":  # exactly: all-spaces is no way to turn the pin off
         allowed_cn = None
-    elif (
-        len(cn_value) > MAX_COMMON_NAME
-        or "," in cn_value
-        or any(unicodedata.category(c) == "Cc" for c in cn_value)
-    ):
-        # No comma: etcd 3.6+ reads --peer-cert-allowed-cn as a comma-separated list, so a
-        # CN with a comma would pin its pieces and refuse the members' own certificates.
+    elif not _is_common_name(cn_value):
         raise SettingsError(
             "peerCertAllowedCn",
             cn_value,
-            f"must be 'auto', empty (no pin), or a common name of 1-{MAX_COMMON_NAME} characters "
-            "without commas or control characters",
+            f"must be 'auto', empty (no pin), or a common name of 1-{MAX_COMMON_NAME} printable "
+            "characters (valid UTF-8, no control or invisible characters) without commas or "
+            "surrounding whitespace",
         )
     else:
         allowed_cn = peer_cn = cn_value

@@ -15,7 +15,7 @@ from functools import total_ordering
 EXPERIMENTAL_SKIP_FLAG = "--experimental-peer-skip-client-san-verification"
 STABLE_SKIP_FLAG = "--peer-skip-client-san-verification"
 
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?$")
+_VERSION_RE = re.compile(r"v?([0-9]+)\.([0-9]+)\.([0-9]+)(?:[-+][0-9A-Za-z.+-]*)?")
 
 
 @total_ordering
@@ -27,8 +27,9 @@ class EtcdVersion:
 
     @classmethod
     def parse(cls, text: str) -> EtcdVersion:
-        """Parse `3.5.1`, `v3.6.16` or `3.6.0-rc.1`; raise ValueError otherwise."""
-        match = _VERSION_RE.match(text.strip())
+        """Parse `3.5.1`, `v3.6.16` or `3.6.0-rc.1` (exactly: no padding, ASCII digits);
+        raise ValueError otherwise."""
+        match = _VERSION_RE.fullmatch(text)
         if not match:
             raise ValueError(f"not an etcd version: {text!r}")
         major, minor, patch = (int(part) for part in match.groups())

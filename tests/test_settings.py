@@ -51,6 +51,11 @@ def domain_of(length: int) -> str:
 LONGEST_DOMAIN = domain_of(229)
 
 
+CN_ALLOWED = (
+    "must be 'auto', empty (no pin), or a common name of 1-64 printable characters (valid UTF-8, "
+    "no control or invisible characters) without commas or surrounding whitespace"
+)
+
 # (id, stack, config, key named, value named, allowed values named)
 BAD = [
     ("members-word", "skip", config(members="three"), "members", "'three'", "must be an integer 1..9"),
@@ -248,8 +253,7 @@ BAD = [
         config(peerCertAllowedCn="c" * 65),
         "peerCertAllowedCn",
         repr("c" * 65),
-        "must be 'auto', empty (no pin), or a common name of 1-64 characters without commas or "
-        "control characters",
+        CN_ALLOWED,
     ),
     # etcd 3.6+ splits the flag's value at commas: the members' own CN would miss the pin.
     ("cn-comma", "skip", config(peerCertAllowedCn="etcd, inc"), "peerCertAllowedCn", "'etcd, inc'", "commas"),
@@ -267,9 +271,107 @@ BAD = [
         config(peerCertAllowedCn="etcd\npeer"),
         "peerCertAllowedCn",
         "'etcd\\npeer'",
-        "without commas or control characters",
+        "no control or invisible characters",
     ),
     ("cn-del", "skip", config(peerCertAllowedCn="peer\x7f"), "peerCertAllowedCn", "'peer\\x7f'", "control"),
+    # Only exactly "" turns the pin off; spaces around a CN are a typo, not part of it.
+    ("cn-spaces", "skip", config(peerCertAllowedCn="   "), "peerCertAllowedCn", "'   '", CN_ALLOWED),
+    ("cn-auto-padded", "skip", config(peerCertAllowedCn="auto "), "peerCertAllowedCn", "'auto '", CN_ALLOWED),
+    (
+        "cn-leading-space",
+        "skip",
+        config(peerCertAllowedCn=" etcd-peer"),
+        "peerCertAllowedCn",
+        "' etcd-peer'",
+        "surrounding whitespace",
+    ),
+    (
+        "cn-trailing-newline",
+        "skip",
+        config(peerCertAllowedCn="etcd-peer\n"),
+        "peerCertAllowedCn",
+        "'etcd-peer\\n'",
+        CN_ALLOWED,
+    ),
+    (
+        "cn-no-break-space",
+        "skip",
+        config(peerCertAllowedCn="etcd-peer\xa0"),
+        "peerCertAllowedCn",
+        "'etcd-peer\\xa0'",
+        "printable",
+    ),
+    (
+        "cn-zero-width-space",
+        "skip",
+        config(peerCertAllowedCn="etcd\u200bpeer"),
+        "peerCertAllowedCn",
+        "'etcd\\u200bpeer'",
+        "invisible",
+    ),
+    # A lone surrogate cannot be encoded: it used to fail only after resources were declared.
+    ("cn-surrogate", "skip", config(peerCertAllowedCn="\ud800"), "peerCertAllowedCn", "'\\ud800'", "UTF-8"),
+    (
+        "cn-surrogate-inside",
+        "noskip",
+        config(peerCertAllowedCn="etcd-\udcffpeer"),
+        "peerCertAllowedCn",
+        "'etcd-\\udcffpeer'",
+        CN_ALLOWED,
+    ),
+    # The same classes for the other string keys: nothing is stripped or cut off silently.
+    *(
+        (f"image-{name}", "skip", config(image=image), "image", repr(image), "must be an image reference")
+        for name, image in [
+            ("leading-space", " " + DEFAULT_IMAGE),
+            ("trailing-space", DEFAULT_IMAGE + " "),
+            ("trailing-newline", DEFAULT_IMAGE + "\n"),
+            ("no-break-space", DEFAULT_IMAGE + "\xa0"),
+            ("surrogate", DEFAULT_IMAGE + "\ud800"),
+        ]
+    ),
+    *(
+        (
+            f"namespace-{name}",
+            "skip",
+            config(namespace=namespace),
+            "namespace",
+            repr(namespace),
+            "DNS-1123 label",
+        )
+        for name, namespace in [
+            ("trailing-space", "default "),
+            ("trailing-newline", "default\n"),
+            ("surrogate", "\ud800"),
+        ]
+    ),
+    *(
+        (f"domain-{name}", "skip", config(clusterDomain=domain), "clusterDomain", repr(domain), "subdomain")
+        for name, domain in [
+            ("leading-space", " cluster.local"),
+            ("trailing-newline", "cluster.local\n"),
+            ("surrogate", "cluster.local\ud800"),
+        ]
+    ),
+    *(
+        (
+            f"version-{name}",
+            "skip",
+            config(etcdVersion=version),
+            "etcdVersion",
+            repr(version),
+            "such as 3.6.16",
+        )
+        for name, version in [
+            # Not "empty": only exactly "" reads the version from the image tag.
+            ("spaces", "   "),
+            ("padded", " 3.6.16 "),
+            ("trailing-newline", "3.6.16\n"),
+            ("no-break-space", "3.6.16\xa0"),
+            ("fullwidth-digits", "\uff13.\uff16.\uff11\uff16"),
+            ("surrogate", "3.6.16\ud800"),
+        ]
+    ),
     ("stack-name", "Bad_Stack", {}, "stack name", "'Bad_Stack'", "lower-case letters, digits and '-'"),
     ("stack-name-dot", "a.b", {}, "stack name", "'a.b'", "lower-case letters, digits and '-'"),
     (
