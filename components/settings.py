@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .versions import OLDEST_SUPPORTED, EtcdVersion, skip_flag_for, version_from_image
+from .versions import KNOWN_VERSIONS, EtcdVersion, is_known, skip_flag_for, version_from_image
 
 PROJECT = "etcd-peer-san"
 DEFAULT_IMAGE = "gcr.io/etcd-development/etcd:v3.6.16"
@@ -295,7 +295,12 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
             )
         version = from_tag
         version_key, version_value = "image", image
-    # The skip check first: for an old etcd with skip on, the missing option is the news.
+    known = f"must be {KNOWN_VERSIONS} (the etcd versions this program knows)"
+    if version_key == "image":
+        known = f"its tag names etcd {version}; etcd {known}"
+    if version.major != 3:
+        raise SettingsError(version_key, version_value, known)
+    # Then the skip check: for an old etcd 3 with skip on, the missing option is the news.
     if skip and skip_flag_for(version) is None:
         raise SettingsError(
             "skipClientSanVerification",
@@ -303,11 +308,8 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
             f"etcd {version} (from {version_key}) has no peer skip-client-SAN option (3.2.28+, 3.3.17+, "
             "3.4+ have it); use a newer etcd, or set it false",
         )
-    if version < OLDEST_SUPPORTED:
-        floor = f"must be {OLDEST_SUPPORTED} or newer (older etcd is not supported)"
-        if version_key == "image":
-            floor = f"its tag names etcd {version}; etcd {floor}"
-        raise SettingsError(version_key, version_value, floor)
+    if not is_known(version):
+        raise SettingsError(version_key, version_value, known)
 
     # One CN for the members' peer certificates and the pin, so the two always agree.
     cn_value = str(values["peerCertAllowedCn"])

@@ -69,6 +69,17 @@ def _v(text: str) -> EtcdVersion:
     return EtcdVersion.parse(text)
 
 
+OLDEST_SUPPORTED = _v("3.4.0")
+# etcd 3 only: another major version may spell or drop any flag this program writes.
+FIRST_UNKNOWN = _v("4.0.0")
+KNOWN_VERSIONS = f"{OLDEST_SUPPORTED} or newer 3.x"
+
+
+def is_known(version: EtcdVersion) -> bool:
+    """A version whose flags and probe paths the tables below describe."""
+    return OLDEST_SUPPORTED <= version < FIRST_UNKNOWN
+
+
 # (first version, first version after) -> skip flag spelling. Source + measured:
 # 3.2.28 and 3.3.17 backported the experimental flag; 3.6 accepts both spellings
 # but deprecates the experimental one (so we use only the stable one there);
@@ -76,10 +87,8 @@ def _v(text: str) -> EtcdVersion:
 _SKIP_FLAG_RANGES: tuple[tuple[EtcdVersion, EtcdVersion, str], ...] = (
     (_v("3.2.28"), _v("3.3.0"), EXPERIMENTAL_SKIP_FLAG),
     (_v("3.3.17"), _v("3.6.0"), EXPERIMENTAL_SKIP_FLAG),
-    (_v("3.6.0"), _v("999.0.0"), STABLE_SKIP_FLAG),
+    (_v("3.6.0"), FIRST_UNKNOWN, STABLE_SKIP_FLAG),
 )
-
-OLDEST_SUPPORTED = _v("3.4.0")
 
 
 def skip_flag_for(version: EtcdVersion) -> str | None:
@@ -109,7 +118,7 @@ _PROBE_PATH_RANGES: tuple[tuple[EtcdVersion, EtcdVersion, ProbePaths], ...] = (
     (_v("3.4.0"), _v("3.4.29"), _HEALTH_METRICS),
     (_v("3.4.29"), _v("3.5.0"), _LIVEZ_READYZ),
     (_v("3.5.0"), _v("3.5.11"), _HEALTH_METRICS),
-    (_v("3.5.11"), _v("999.0.0"), _LIVEZ_READYZ),
+    (_v("3.5.11"), FIRST_UNKNOWN, _LIVEZ_READYZ),
 )
 
 
@@ -117,5 +126,5 @@ def probe_paths_for(version: EtcdVersion) -> ProbePaths:
     for first, after, paths in _PROBE_PATH_RANGES:
         if first <= version < after:
             return paths
-    # Older than the program supports (settings refuse it): the paths that need the least.
+    # A version the program does not know (settings refuse it): the paths that need the least.
     return _HEALTH_METRICS

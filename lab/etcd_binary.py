@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.versions import OLDEST_SUPPORTED, EtcdVersion
+from components.versions import OLDEST_SUPPORTED, EtcdVersion, is_known
 
 from . import proc
 
@@ -85,7 +85,7 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 def etcd_version(etcd: Path) -> EtcdVersion:
     """The version `etcd --version` reports; EtcdNotFoundError (one line) when it is not a
-    usable etcd: it fails, prints no version, or is older than the program supports."""
+    usable etcd: it fails, prints no version, or is a version the program does not know."""
     try:
         output = proc.run([str(etcd), "--version"], timeout=10).stdout
     except proc.CommandError as exc:
@@ -99,8 +99,8 @@ def etcd_version(etcd: Path) -> EtcdVersion:
         version = EtcdVersion.parse(match.group(1))
     except ValueError:
         raise EtcdNotFoundError(f"no usable etcd: {etcd} reports version {match.group(1)!r}") from None
-    if version < OLDEST_SUPPORTED:
+    if not is_known(version):
         raise EtcdNotFoundError(
-            f"no usable etcd: {etcd} is etcd {version}; the program supports {OLDEST_SUPPORTED} and newer"
+            f"no usable etcd: {etcd} is etcd {version}; the program supports {OLDEST_SUPPORTED} and newer 3.x"
         )
     return version

@@ -243,6 +243,7 @@ def test_two_runs_in_parallel_both_succeed():
 
 def _fake_etcd(directory: Path, version: str) -> Path:
     """A stand-in that answers `--version` as an etcd of that version would."""
+    directory.mkdir()
     fake = directory / "etcd"
     fake.write_text(f"#!/bin/sh\necho 'etcd Version: {version}'\necho 'Git SHA: 0'\n")
     fake.chmod(0o755)
@@ -257,7 +258,8 @@ def _fake_etcd(directory: Path, version: str) -> Path:
         ("no-iptables", "no iptables-restore"),
         ("etcd-fails", "no usable etcd: /bin/false --version: exit 1"),
         ("not-etcd", "no usable etcd: /bin/echo --version printed no etcd version: echo (GNU coreutils)"),
-        ("etcd-too-old", "is etcd 3.3.27; the program supports 3.4.0 and newer"),
+        ("etcd-too-old", "is etcd 3.3.27; the program supports 3.4.0 and newer 3.x"),
+        ("etcd-too-new", "is etcd 4.0.0; the program supports 3.4.0 and newer 3.x"),
     ],
 )
 def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, capsys, tmp_path):
@@ -293,7 +295,8 @@ def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, 
             "no-etcd": "/nonexistent/etcd",
             "etcd-fails": "/bin/false",
             "not-etcd": "/bin/echo",
-            "etcd-too-old": str(_fake_etcd(tmp_path, "3.3.27")),
+            "etcd-too-old": str(_fake_etcd(tmp_path / "old", "3.3.27")),
+            "etcd-too-new": str(_fake_etcd(tmp_path / "new", "4.0.0")),
         }.get(case)
         args = ["run", "--stack", "skip"] + (["--etcd", etcd] if etcd else [])
         code, err = lab_main(args), capsys.readouterr().err

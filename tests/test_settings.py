@@ -222,6 +222,39 @@ BAD = [
         "'v3.2.0'",
         "must be 3.4.0 or newer",
     ),
+    # etcd 3 only: another major version may spell or drop any flag the program writes.
+    *(
+        (
+            f"version-{version}",
+            stack,
+            config(image=f"{IMAGE}:custom", etcdVersion=version),
+            "etcdVersion",
+            repr(version),
+            "must be 3.4.0 or newer 3.x (the etcd versions this program knows)",
+        )
+        for version, stack in [
+            ("99.0.0", "skip"),
+            ("4.0.0", "noskip"),
+            ("v4.0.0-rc.0", "skip"),
+            ("2.3.8", "noskip"),
+        ]
+    ),
+    *(
+        (
+            f"version-{name}-tag",
+            stack,
+            config(image=image),
+            "image",
+            repr(image),
+            f"its tag names etcd {version}; etcd must be 3.4.0 or newer 3.x "
+            "(the etcd versions this program knows)",
+        )
+        for name, image, version, stack in [
+            ("99", f"{IMAGE}:v99.0.0", "99.0.0", "skip"),
+            ("4", f"{IMAGE}:v4.0.0", "4.0.0", "noskip"),
+            ("4-before-digest", f"{IMAGE}:v4.1.2@{DIGEST}", "4.1.2", "skip"),
+        ]
+    ),
     # A version read from the tag is the image's fault: the error names `image`.
     (
         "version-3.3-tag",

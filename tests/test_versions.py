@@ -9,6 +9,7 @@ from components.versions import (
     STABLE_SKIP_FLAG,
     EtcdVersion,
     ProbePaths,
+    is_known,
     probe_paths_for,
     skip_flag_for,
     version_from_image,
@@ -115,6 +116,9 @@ def test_version_from_image(image, expected):
         # 3.7 removed every experimental flag.
         ("3.7.0", STABLE),
         ("3.7.5", STABLE),
+        # Unknown: the program does not guess how another major version spells it.
+        ("4.0.0", None),
+        ("99.0.0", None),
     ],
 )
 def test_skip_flag_for(version, flag):
@@ -146,3 +150,20 @@ def test_skip_flag_for(version, flag):
 )
 def test_probe_paths_for(version, readiness, liveness):
     assert probe_paths_for(EtcdVersion.parse(version)) == ProbePaths(readiness=readiness, liveness=liveness)
+
+
+@pytest.mark.parametrize(
+    ("version", "known"),
+    [
+        ("2.3.8", False),
+        ("3.3.27", False),
+        ("3.4.0", True),
+        ("3.6.16", True),
+        ("3.99.0", True),
+        ("4.0.0-rc.0", False),
+        ("4.0.0", False),
+        ("99.0.0", False),
+    ],
+)
+def test_known_versions_are_etcd_3_from_3_4(version, known):
+    assert is_known(EtcdVersion.parse(version)) is known
