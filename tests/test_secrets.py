@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,39 @@ def generated_keys(run: ProgramRun) -> dict[str, bytes]:
     }
 
 
+def encoded_copies(pem: str) -> dict[str, str]:
+    """Text forms of a private key that contain no PEM marker: its PEM's base64 body on one
+    line, the base64 of its DER in both encodings (PKCS#8 and SEC1/traditional), and the
+    base64 of the whole PEM (how a Kubernetes Secret's `data` carries it)."""
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    forms = {"PEM base64 body": "".join(line for line in pem.splitlines() if not line.startswith("-----"))}
+    for name, fmt in (
+        ("PKCS#8 DER base64", serialization.PrivateFormat.PKCS8),
+        ("traditional DER base64", serialization.PrivateFormat.TraditionalOpenSSL),
+    ):
+        der = key.private_bytes(serialization.Encoding.DER, fmt, serialization.NoEncryption())
+        forms[name] = base64.b64encode(der).decode()
+    forms["base64 of the PEM"] = base64.b64encode(pem.encode()).decode()
+    return forms
+
+
+def generated_pems(run: ProgramRun) -> dict[str, str]:
+    """PrivateKey resource name -> the PEM it produced."""
+    return {r.name: r.plain_outputs["privateKeyPem"] for r in run.of_type("tls:index/privateKey:PrivateKey")}
+
+
+def exposed_copies(found: Iterator[Text], pems: dict[str, str]) -> list[str]:
+    """Where an encoded copy of a key sits outside every secret value."""
+    copies = {(name, form): text for name, pem in pems.items() for form, text in encoded_copies(pem).items()}
+    return [
+        f"{t.where}: {form} of {name}"
+        for t in found
+        if not t.secret
+        for (name, form), text in copies.items()
+        if text in t.value
+    ]
+
+
 def test_walker_knows_when_it_is_inside_a_secret():
     pem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
     value = {
@@ -92,6 +126,28 @@ def test_private_keys_appear_only_inside_secret_values(stack_run):
     where = {t.where.split(".")[0] for t in holders}
     assert "etcd-0-peer-tls" in where
     assert "etcd-peer-ca-cert" in where
+
+
+def test_encoded_private_keys_appear_only_inside_secret_values(stack_run):
+    pems = generated_pems(stack_run)
+    assert len(pems) == 9
+    assert exposed_copies(everything(stack_run), pems) == []
+
+
+def test_encoded_copies_are_found_wherever_they_are_not_secret(stack_run):
+    # The search above is not vacuous: each form, planted in a plain value, is reported;
+    # the same inside a secret is not.
+    pems = generated_pems(stack_run)
+    forms = encoded_copies(pems["etcd-0-peer-key"])
+    # The PEM's body is its DER in the encoding the PEM uses: three distinct texts.
+    assert forms["PEM base64 body"] in (forms["PKCS#8 DER base64"], forms["traditional DER base64"])
+    assert len(set(forms.values())) == 3
+    assert all("PRIVATE KEY" not in text and "\n" not in text for text in forms.values())
+    for form, text in forms.items():
+        value = {"metadata": {"annotations": {"a": f"x{text}y"}}, "hidden": rpc.wrap_rpc_secret([text])}
+        found = exposed_copies(texts(value, "planted"), pems)
+        assert f"planted.metadata.annotations.a: {form} of etcd-0-peer-key" in found
+        assert not any(where.startswith("planted.hidden") for where in found)
 
 
 def test_the_walk_finds_every_generated_key(stack_run):
