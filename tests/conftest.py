@@ -8,7 +8,9 @@ read a run, never change it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,9 @@ from components.settings import PROJECT, Settings, parse_settings
 from lab.etcd_binary import EtcdBinary
 from lab.program import ProgramRun, run_program, stack_config
 from tests.lab_support import BINARIES, require_lab
+
+# `pytester` runs the CI-skip hooks below in a throwaway test directory (test_ci_skips.py).
+pytest_plugins = ["pytester"]
 
 RunStack = Callable[..., ProgramRun]
 MakeSettings = Callable[..., Settings]
@@ -95,3 +100,32 @@ def etcd_binary(request: pytest.FixtureRequest) -> EtcdBinary:
     3.4.23 is unpacked from Debian's package on first use if `make etcd34` has not run."""
     require_lab()
     return BINARIES[request.param]()
+
+
+# ---------------------------------------------------------------- CI: no silent skips
+
+
+def _fail_if_skipped_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under CI (the CI environment variable set and non-empty) a skip becomes a failure
+    with its reason: everything must run there. An xfail is not a skip and stays."""
+    ci = os.environ.get("CI")
+    if not ci or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"CI={ci!r}: a CI run must not skip; {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, Any]:
+    report = yield
+    _fail_if_skipped_in_ci(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[Any, Any, Any]:
+    report = yield
+    _fail_if_skipped_in_ci(report)
+    return report
