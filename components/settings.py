@@ -298,6 +298,7 @@ def parse_settings(raw: Mapping[str, object], stack: str) -> ParsedSettings:
     known = f"must be {KNOWN_VERSIONS} (the etcd versions this program knows)"
     if version_key == "image":
         known = f"its tag names etcd {version}; etcd {known}"
+    # Another major version first: its flags are unknown, the skip check would only guess.
     if version.major != 3:
         raise SettingsError(version_key, version_value, known)
     # Then the skip check: for an old etcd 3 with skip on, the missing option is the news.

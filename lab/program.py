@@ -235,7 +235,7 @@ def run_program(
 
     Raises whatever the program raises after the runtime settled, except that invalid
     configuration comes back as the SettingsError behind it (`__main__.py` turns it into
-    the pulumi.RunError that the CLI prints as one line; that RunError is the returned
+    the pulumi.RunError that the CLI prints as one line; that RunError is the raised
     error's `__cause__`), so callers see the same error as from `parse_settings`.
     `ProgramRun` is only returned for a program that completed. The exception carries
     what the program had declared before it failed: see `partial_run`.
