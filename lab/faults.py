@@ -40,7 +40,7 @@ from components.cluster_plan import CLIENT_PORT, METRICS_PORT, PEER_PORT
 
 from . import proc
 from .etcd_binary import EtcdBinary
-from .evidence import health_ok, metric_value
+from .evidence import LogTail, health_ok, metric_value
 from .network_policy import port_access
 from .pod_clients import ServiceHttps, extra_pod, https_request, pod_threads
 from .pods import Container, flag_value, has_skip_flag
@@ -50,6 +50,7 @@ from .run import Lab, evaluate, settled
 CLIENT_POD = "client"
 PUT_PATH = "/v3/kv/put"
 RANGE_PATH = "/v3/kv/range"
+MEMBER_LIST_PATH = "/v3/cluster/member/list"
 POLL_SECONDS = 0.02
 # Per request: ~50x a put here (~4 ms), yet short, because a put that a follower
 # forwarded to a leader that just died is never answered (etcd gives up after ~7 s): the
@@ -60,6 +61,14 @@ KEY_DEADLINE = 20.0
 PHASE_DEADLINE = 60.0
 CATCH_UP_DEADLINE = 20.0
 VERIFY_DEADLINE = 20.0
+# Kubernetes' default when a Pod does not set terminationGracePeriodSeconds.
+KUBERNETES_DEFAULT_GRACE_SECONDS = 30.0
+# What etcd logs when it starts a clean shutdown on SIGTERM (osutil.HandleInterrupts),
+# measured on 3.5.1 (zap JSON: this msg with "signal":"terminated") and on 3.4.23
+# (capnslog text: "N | pkg/osutil: received terminated signal, shutting down...").
+SHUTDOWN_MSG = "received signal; shutting down"
+SHUTDOWN_SIGNAL = "terminated"  # Go's name for SIGTERM
+SHUTDOWN_TEXT = "pkg/osutil: received terminated signal, shutting down..."
 
 Target = Literal["follower", "leader"]
 TARGETS: dict[str, tuple[Target, ...]] = {
@@ -102,6 +111,24 @@ class Endpoint:
     service_ip: str
     pod_ip: str
     fqdn: str
+    port: int = CLIENT_PORT
+
+
+def member_id_hex(value: Any) -> str | None:
+    """etcd's JSON gateway writes uint64 IDs as decimal strings; etcd's logs and etcdctl
+    show them in hex, so the report does too."""
+    try:
+        return format(int(value), "x")
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # ---------------------------------------------------------------- the writer
@@ -113,6 +140,18 @@ class Ack:
     key: str
     at: float  # time.monotonic()
     member: str  # whose Service acknowledged it
+    address: str | None  # where the acknowledged request's connection really went
+
+
+def put_acknowledged(status: int | None, body: str) -> bool:
+    """etcd acknowledged a put: HTTP 200 with its JSON answer, whose response header names
+    the revision the put created. Any other answer (an error status, a closed connection,
+    a 200 from something that is not etcd's gateway) acknowledges nothing."""
+    if status != 200:
+        return False
+    answer = _json_object(body)
+    header = answer.get("header") if answer is not None else None
+    return isinstance(header, dict) and "revision" in header
 
 
 class Writer:
@@ -156,15 +195,17 @@ class Writer:
                     connection = connections.get(endpoint.member)
                     if connection is None:
                         connection = ServiceHttps(
-                            endpoint.service_ip, CLIENT_PORT, endpoint.fqdn, self.context, REQUEST_TIMEOUT
+                            endpoint.service_ip, endpoint.port, endpoint.fqdn, self.context, REQUEST_TIMEOUT
                         )
                         connections[endpoint.member] = connection
                     self.tries += 1
                     answer = https_request(
                         connection, "POST", PUT_PATH, {"key": _b64(key), "value": _b64(self.value(key))}
                     )
-                    if answer.status == 200:
-                        self.acks.append(Ack(index, key, time.monotonic(), endpoint.member))
+                    if put_acknowledged(answer.status, answer.body):
+                        self.acks.append(
+                            Ack(index, key, time.monotonic(), endpoint.member, connection.peer_address)
+                        )
                         break
                     connections.pop(endpoint.member).close()
                     self.errors.append(
@@ -189,23 +230,48 @@ class Writer:
 # ---------------------------------------------------------------- reads
 
 
-def read_prefix(endpoint: Endpoint, context: ssl.SSLContext, prefix: str) -> dict[str, str] | None:
-    """The member's own copy of every key with `prefix` (serializable: no leader, no
-    quorum involved), read from its pod IP. None when it does not answer."""
-    connection = ServiceHttps(endpoint.pod_ip, CLIENT_PORT, endpoint.fqdn, context, REQUEST_TIMEOUT)
+@dataclass(frozen=True)
+class MemberRead:
+    member_id: str | None  # header.member_id of the answer: which member's copy this is
+    kvs: dict[str, str]
+
+
+def _post(address: str, endpoint: Endpoint, context: ssl.SSLContext, path: str, body: dict[str, Any]) -> Any:
+    connection = ServiceHttps(address, endpoint.port, endpoint.fqdn, context, REQUEST_TIMEOUT)
     try:
-        answer = https_request(
-            connection,
-            "POST",
-            RANGE_PATH,
-            {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "serializable": True},
-        )
+        answer = https_request(connection, "POST", path, body)
     finally:
         connection.close()
-    if answer.status != 200:
+    return _json_object(answer.body) if answer.status == 200 else None
+
+
+def read_prefix(endpoint: Endpoint, context: ssl.SSLContext, prefix: str) -> MemberRead | None:
+    """The member's own copy of every key with `prefix` (serializable: no leader, no
+    quorum involved), read from its pod IP, with the ID of the member that answered.
+    None when it does not answer."""
+    answer = _post(
+        endpoint.pod_ip,
+        endpoint,
+        context,
+        RANGE_PATH,
+        {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "serializable": True},
+    )
+    if answer is None:
         return None
-    kvs = json.loads(answer.body).get("kvs") or []
-    return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in kvs}
+    kvs = answer.get("kvs") or []
+    return MemberRead(
+        member_id_hex((answer.get("header") or {}).get("member_id")),
+        {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in kvs},
+    )
+
+
+def member_ids(endpoint: Endpoint, context: ssl.SSLContext) -> dict[str, str]:
+    """The cluster's member list (name -> ID), asked through the endpoint's Service."""
+    answer = _post(endpoint.service_ip, endpoint, context, MEMBER_LIST_PATH, {})
+    if answer is None:
+        raise FaultsError(f"the member list did not come through {endpoint.member}'s Service")
+    ids = {str(m.get("name")): member_id_hex(m.get("ID")) for m in answer.get("members") or []}
+    return {name: member_id for name, member_id in ids.items() if member_id is not None}
 
 
 # ---------------------------------------------------------------- results
@@ -214,6 +280,7 @@ def read_prefix(endpoint: Endpoint, context: ssl.SSLContext, prefix: str) -> dic
 @dataclass
 class MemberCopy:
     member: str
+    member_id: str | None  # the ID in the header of the last answer read from its pod IP
     keys: int  # acknowledged keys it has, with the right value
     missing: int
     seconds: float  # writer done -> this member had every acknowledged key (or the deadline)
@@ -225,6 +292,8 @@ class PhaseReport:
     victim: str
     victim_was_leader: bool  # as its metrics said just before the kill
     keys: int
+    member_ids: dict[str, str] = field(default_factory=dict)  # the cluster's member list
+    acks_by_address: dict[str, int] = field(default_factory=dict)  # where acked writes went
     attempted: int = 0
     acknowledged: int = 0
     tries: int = 0
@@ -257,6 +326,17 @@ class PhaseReport:
             and self.leader_after_kill is not None
             and bool(self.copies)
             and all(c.missing == 0 for c in self.copies)
+            and self.copies_are_each_members_own
+        )
+
+    @property
+    def copies_are_each_members_own(self) -> bool:
+        """Each copy was answered by the member it is reported for, and all differ."""
+        ids = [c.member_id for c in self.copies]
+        return (
+            sorted(c.member for c in self.copies) == sorted(self.member_ids)
+            and all(c.member_id == self.member_ids[c.member] for c in self.copies)
+            and len(set(ids)) == len(ids)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -275,6 +355,7 @@ class PhaseReport:
                 "lostKeys": self.lost[:20],
                 "failed": self.failed,
                 "requests": self.tries,
+                "acknowledgedByAddress": self.acks_by_address,
             },
             "ackedBeforeKill": self.acked_before_kill,
             "ackedBeforeRestart": self.acked_before_restart,
@@ -284,8 +365,15 @@ class PhaseReport:
             "catchUpSeconds": r(self.catch_up_seconds),
             "leaderAfterKill": self.leader_after_kill,
             "leaderAfterKillSeconds": r(self.leader_after_kill_seconds),
+            "memberIds": self.member_ids,
             "memberCopies": [
-                {"member": c.member, "keys": c.keys, "missing": c.missing, "seconds": r(c.seconds)}
+                {
+                    "member": c.member,
+                    "memberId": c.member_id,
+                    "keys": c.keys,
+                    "missing": c.missing,
+                    "seconds": r(c.seconds),
+                }
                 for c in self.copies
             ],
             "writerErrors": self.error_samples,
@@ -294,26 +382,51 @@ class PhaseReport:
         }
 
 
+def is_shutdown_line(line: str) -> bool:
+    """etcd's own line for a clean shutdown on SIGTERM, in either logger's format."""
+    if SHUTDOWN_TEXT in line:
+        return True
+    entry = _json_object(line.strip())
+    return entry is not None and entry.get("msg") == SHUTDOWN_MSG and entry.get("signal") == SHUTDOWN_SIGNAL
+
+
 @dataclass
 class CleanStop:
-    grace_seconds: float
-    seconds: float
-    exits: dict[str, int | None]  # member -> exit status (None: still running at the deadline)
-    killed: list[str]  # SIGKILLed after the grace period
+    grace_seconds: dict[str, float]  # member -> its Pod's terminationGracePeriodSeconds
+    exit_seconds: dict[str, float | None]  # member -> SIGTERM to exit (None: not within grace)
+    exits: dict[str, int | None]  # member -> exit status once stopped (None: still running)
+    shutdown_lines: dict[str, str | None]  # member -> etcd's shutdown line after the SIGTERM
+    killed: list[str]  # SIGKILLed after its grace period, as kubelet would
+
+    @property
+    def seconds(self) -> float | None:
+        """SIGTERM to the last member's exit (None: not every member exited in time)."""
+        times = list(self.exit_seconds.values())
+        return None if None in times else max(t for t in times if t is not None)
 
     @property
     def ok(self) -> bool:
+        """Every member ended from the SIGTERM itself (etcd re-raises it after its clean
+        shutdown: exit status -15, measured on 3.4.23 and 3.5.1), logged that it shut
+        down on it, and did so within its own Pod's grace period."""
         return (
-            not self.killed
-            and self.seconds <= self.grace_seconds
-            and all(code is not None for code in self.exits.values())
+            bool(self.exits)
+            and not self.killed
+            and all(code == -signal.SIGTERM for code in self.exits.values())
+            and all(self.shutdown_lines.get(pod) for pod in self.exits)
+            and all(
+                (t := self.exit_seconds.get(pod)) is not None and t <= self.grace_seconds[pod]
+                for pod in self.exits
+            )
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "terminationGracePeriodSeconds": self.grace_seconds,
-            "seconds": round(self.seconds, 3),
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "exitSeconds": {p: None if t is None else round(t, 3) for p, t in self.exit_seconds.items()},
             "exitStatus": self.exits,
+            "shutdownLogLine": self.shutdown_lines,
             "killedAfterGrace": self.killed,
             "ok": self.ok,
         }
@@ -327,10 +440,19 @@ class FaultsReport:
     run_id: str
     client_ip: str
     client_labels: dict[str, str]
+    # From the network plan: where writes may go (Service cluster IPs), and where not.
+    service_ips: dict[str, str] = field(default_factory=dict)  # Service -> cluster IP
+    pod_ips: dict[str, str] = field(default_factory=dict)  # Pod -> pod IP
     phases: list[PhaseReport] = field(default_factory=list)
     clean_stop: CleanStop | None = None
     timings: dict[str, float] = field(default_factory=dict)
     problem: str | None = None
+
+    @property
+    def writes_went_to_services(self) -> bool:
+        """Every acknowledged write went to a Service's cluster IP, none to a pod IP."""
+        services = set(self.service_ips.values())
+        return all(set(p.acks_by_address) <= services for p in self.phases)
 
     @property
     def ok(self) -> bool:
@@ -338,6 +460,7 @@ class FaultsReport:
             self.problem is None
             and bool(self.phases)
             and all(p.ok for p in self.phases)
+            and self.writes_went_to_services
             and self.clean_stop is not None
             and self.clean_stop.ok
         )
@@ -352,6 +475,9 @@ class FaultsReport:
             "runId": self.run_id,
             "clientIp": self.client_ip,
             "clientLabels": self.client_labels,
+            "serviceIps": self.service_ips,
+            "podIps": self.pod_ips,
+            "writesWentToServices": self.writes_went_to_services,
             "phases": [p.as_dict() for p in self.phases],
             "cleanStop": self.clean_stop.as_dict() if self.clean_stop else None,
             "problem": self.problem,
@@ -414,6 +540,7 @@ def run_phase(
     context: ssl.SSLContext,
     target: Target,
     keys: int,
+    ids: dict[str, str],
 ) -> PhaseReport:
     state = lab.wait_settled(10.0)
     leaders = [pod for pod, (_, leader) in state.items() if leader]
@@ -423,7 +550,7 @@ def run_phase(
     victim = leaders[0] if target == "leader" else next(n for n in names if n not in leaders)
     victim_endpoint = endpoints[names.index(victim)]
     writer = Writer(endpoints, context, f"{target}/key-", keys, start=names.index(victim))
-    report = PhaseReport(target=target, victim=victim, victim_was_leader=False, keys=keys)
+    report = PhaseReport(target=target, victim=victim, victim_was_leader=False, keys=keys, member_ids=ids)
 
     killed_at: float | None = None
     restarted_at: float | None = None
@@ -456,7 +583,11 @@ def run_phase(
             if not member_healthy(lab, victim_endpoint.pod_ip):
                 return False
             copy = pool.submit(read_prefix, victim_endpoint, context, last_key).result()
-            return copy is not None and copy.get(last_key) == writer.value(last_key)
+            return (
+                copy is not None
+                and copy.member_id == ids.get(victim)
+                and copy.kvs.get(last_key) == writer.value(last_key)
+            )
 
         if poll_until(caught_up, CATCH_UP_DEADLINE):
             report.catch_up_seconds = time.monotonic() - restarted_at
@@ -469,6 +600,9 @@ def run_phase(
 
     report.attempted, report.tries, report.failed = writer.attempted, writer.tries, writer.failed
     report.acknowledged = len(writer.acks)
+    for ack in writer.acks:
+        address = str(ack.address)
+        report.acks_by_address[address] = report.acks_by_address.get(address, 0) + 1
     report.error_samples = [f"{member}: {error}" for _, member, error in writer.errors[:5]]
     gaps = _gaps(writer.acks)
     if gaps and killed_at is not None:
@@ -483,12 +617,18 @@ def run_phase(
     missing: dict[str, set[str]] = {}
     for endpoint in endpoints:
         have: dict[str, str] = {}
+        answered_by: list[str | None] = [None]
 
-        def complete(endpoint: Endpoint = endpoint, have: dict[str, str] = have) -> bool:
+        def complete(
+            endpoint: Endpoint = endpoint,
+            have: dict[str, str] = have,
+            answered_by: list[str | None] = answered_by,
+        ) -> bool:
             copy = pool.submit(read_prefix, endpoint, context, writer.prefix).result()
             if copy is not None:
+                answered_by[0] = copy.member_id
                 have.clear()
-                have.update(copy)
+                have.update(copy.kvs)
             return all(have.get(k) == v for k, v in wanted.items())
 
         done = poll_until(complete, VERIFY_DEADLINE)
@@ -497,6 +637,7 @@ def run_phase(
         report.copies.append(
             MemberCopy(
                 endpoint.member,
+                member_id=answered_by[0],
                 keys=len(wanted) - len(absent),
                 missing=len(absent),
                 seconds=time.monotonic() - verify_started if done else VERIFY_DEADLINE,
@@ -506,23 +647,48 @@ def run_phase(
     return report
 
 
+def grace_periods(lab: Lab) -> dict[str, float]:
+    """Each member's terminationGracePeriodSeconds, from its declared Pod."""
+    pods = {m["metadata"]["name"]: m for m in lab.program.manifests("Pod")}
+    return {
+        c.pod: float(
+            pods[c.pod]["spec"].get("terminationGracePeriodSeconds", KUBERNETES_DEFAULT_GRACE_SECONDS)
+        )
+        for c in lab.containers
+    }
+
+
 def clean_stop(lab: Lab) -> CleanStop:
-    """SIGTERM to every member at once, as a node drain or `kubectl delete` would; any
-    member still running after the Pod's grace period gets SIGKILL, as from kubelet."""
-    grace = max(
-        float(m["spec"].get("terminationGracePeriodSeconds", 30)) for m in lab.program.manifests("Pod")
-    )
-    started = time.monotonic()
+    """SIGTERM to every member at once, as a node drain or `kubectl delete` would; a
+    member still running after its Pod's grace period gets SIGKILL, as from kubelet."""
+    grace = grace_periods(lab)
     processes = dict(lab.processes)
+    logs = {c.pod: LogTail(c.log_path) for c in lab.containers}
+    for tail in logs.values():
+        tail.new_lines()  # only what this stop makes etcd log counts
+    shutdown_lines: dict[str, str | None] = dict.fromkeys(processes)
+    exit_seconds: dict[str, float | None] = dict.fromkeys(processes)
+    started = time.monotonic()
     for popen in processes.values():
         popen.send_signal(signal.SIGTERM)
-    poll_until(lambda: all(p.poll() is not None for p in processes.values()), grace)
-    seconds = time.monotonic() - started
-    exits = {pod: p.poll() for pod, p in processes.items()}
-    killed = [pod for pod, code in exits.items() if code is None]
+
+    def all_exited_or_late() -> bool:
+        elapsed = time.monotonic() - started
+        for pod, popen in processes.items():
+            if exit_seconds[pod] is None and popen.poll() is not None:
+                exit_seconds[pod] = elapsed
+        return all(exit_seconds[pod] is not None or elapsed > grace[pod] for pod in processes)
+
+    poll_until(all_exited_or_late, max(grace.values()) + POLL_SECONDS)
+    killed = [pod for pod, popen in processes.items() if popen.poll() is None]
     for pod in killed:
         proc.stop(processes[pod], signal.SIGKILL)
-    return CleanStop(grace, seconds, exits, killed)
+    for pod, tail in logs.items():
+        shutdown_lines[pod] = next(
+            (line.strip() for line in tail.new_lines() if is_shutdown_line(line)), None
+        )
+    exits = {pod: popen.poll() for pod, popen in processes.items()}
+    return CleanStop(grace, exit_seconds, exits, shutdown_lines, killed)
 
 
 def run_faults(
@@ -566,6 +732,12 @@ def run_faults(
             run_id=lab.run_id,
             client_ip=client.ip,
             client_labels=labels,
+            service_ips={
+                f"{svc.namespace}/{svc.name}": svc.cluster_ip
+                for svc in lab.plan.services
+                if svc.cluster_ip is not None
+            },
+            pod_ips={f"{p.namespace}/{p.name}": p.ip for p in lab.plan.pods},
             timings=lab.timings,
         )
         fqdns = lab.program.output("members")
@@ -579,9 +751,14 @@ def run_faults(
             report.problem = f"the cluster did not become healthy within {timeout:g} s ({verdict})"
             return report
         with pod_threads(client.netns) as pool:
+            try:
+                ids = pool.submit(member_ids, endpoints[0], context).result()
+            except FaultsError as exc:
+                report.problem = str(exc)
+                return report
             for phase in TARGETS[target]:
                 started = time.monotonic()
-                report.phases.append(run_phase(lab, pool, endpoints, context, phase, keys))
+                report.phases.append(run_phase(lab, pool, endpoints, context, phase, keys, ids))
                 lab.timings[phase] = time.monotonic() - started
         report.clean_stop = clean_stop(lab)
     lab.timings["total"] = time.monotonic() - total_started
@@ -608,8 +785,10 @@ def render(report: FaultsReport) -> str:
             f"  write-unavailability window {_s(p.unavailable_seconds)} (longest ack gap "
             f"{_s(p.longest_gap_seconds)}; leader {p.leader_after_kill or 'none'} "
             f"{_s(p.leader_after_kill_seconds)} after the kill); catch-up {_s(p.catch_up_seconds)}",
-            "  every member's copy: "
-            + ", ".join(f"{c.member} {c.keys}/{c.keys + c.missing}" for c in p.copies),
+            "  acknowledged through: "
+            + ", ".join(f"{address} ({count})" for address, count in sorted(p.acks_by_address.items())),
+            "  every member's copy (member ID that answered): "
+            + ", ".join(f"{c.member} ({c.member_id}) {c.keys}/{c.keys + c.missing}" for c in p.copies),
         ]
         if p.error_samples:
             lines.append(f"  first writer error: {p.error_samples[0]}")
@@ -620,12 +799,16 @@ def render(report: FaultsReport) -> str:
     if report.clean_stop:
         c = report.clean_stop
         lines.append(
-            f"clean stop: SIGTERM to all, all exited in {c.seconds:.2f} s "
-            f"(grace {c.grace_seconds:g} s; exit status "
+            "clean stop: SIGTERM to all, "
+            + ("all exited in " + _s(c.seconds) if c.seconds is not None else "NOT all exited")
+            + f" (grace {'/'.join(f'{g:g}' for g in sorted(set(c.grace_seconds.values())))} s "
+            + "from the Pods; exit status "
             + ", ".join(f"{pod} {code}" for pod, code in c.exits.items())
             + (f"; SIGKILLed {', '.join(c.killed)}" if c.killed else "")
             + f"): {'ok' if c.ok else 'NOT OK'}"
         )
+        for pod, line in c.shutdown_lines.items():
+            lines.append(f"  {pod} log: {line or 'NO SHUTDOWN LINE'}")
     t = report.timings
     lines.append(f"result: {'ok' if report.ok else 'FAILED'}; total {t.get('total', 0):.2f} s")
     return "\n".join(lines)

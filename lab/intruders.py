@@ -190,6 +190,10 @@ def common_name(cert: x509.Certificate) -> str:
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def dns_names(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -326,10 +330,12 @@ class CaseResult:
         return {
             "case": self.case.name,
             "summary": self.case.summary,
+            # The PEM lets a reader check the signer, not just the names it claims.
             "certificate": {
                 "subjectCn": common_name(cert),
                 "issuer": cert.issuer.rfc4514_string(),
                 "dnsNames": dns_names(cert),
+                "pem": pem(cert),
             },
             "source": self.case.source,
             "expected": self.case.expected,
@@ -384,6 +390,11 @@ class IntrudersReport:
     peer_port_guarded: bool  # a NetworkPolicy limits the peer port to labelled pods
     skip: bool
     pinned_cn: str | None
+    # What the attack certificates are measured against: the CA certificates the program
+    # exports (stack outputs) and each member's peer certificate as mounted in its pod.
+    peer_ca_pem: str
+    client_ca_pem: str
+    member_peer_certs: dict[str, str]
     cases: list[CaseResult]
     cluster: ClusterCheck | None
     timings: dict[str, float] = field(default_factory=dict)
@@ -413,6 +424,8 @@ class IntrudersReport:
             "peerPortGuardedByNetworkPolicy": self.peer_port_guarded,
             "skipClientSanVerification": self.skip,
             "peerCertAllowedCn": self.pinned_cn,
+            "stackOutputs": {"peerCaCert": self.peer_ca_pem, "clientCaCert": self.client_ca_pem},
+            "memberPeerCertificates": self.member_peer_certs,
             "cases": [c.as_dict() for c in self.cases],
             "cluster": self.cluster.as_dict() if self.cluster else None,
             "problem": self.problem,
@@ -422,6 +435,13 @@ class IntrudersReport:
 
 
 # ---------------------------------------------------------------- acting
+
+
+def _peer_cert_pem(member: Container) -> str:
+    path = flag_value(member.argv, "peer-cert-file")
+    if path is None:
+        raise IntruderSetupError(f"{member.pod} runs without a peer certificate: nothing to attack")
+    return Path(path).read_text()
 
 
 def _member_names(body: str) -> list[str] | None:
@@ -561,6 +581,9 @@ def run_intruders(
             peer_port_guarded=access.guarded,
             skip=has_skip_flag(first.argv),
             pinned_cn=flag_value(first.argv, "peer-cert-allowed-cn"),
+            peer_ca_pem=str(program.output("peerCaCert")),
+            client_ca_pem=str(program.output("clientCaCert")),
+            member_peer_certs={c.pod: _peer_cert_pem(c) for c in lab.containers},
             cases=[],
             cluster=None,
             timings=lab.timings,

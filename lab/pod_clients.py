@@ -55,11 +55,16 @@ class ServiceHttps(http.client.HTTPSConnection):
         self.server_name = server_name
         self.tls = context
         self.tcp_connected = False  # did the last connect get past TCP (to TLS)?
+        # The address the socket is connected to, as the client sees it: a Service IP stays
+        # the Service IP (the DNAT to a pod is invisible to the connecting socket).
+        self.peer_address: str | None = None
 
     def connect(self) -> None:
         self.tcp_connected = False
+        self.peer_address = None
         sock = socket.create_connection((self.host, self.port), self.timeout)
         self.tcp_connected = True
+        self.peer_address = str(sock.getpeername()[0])
         # As HTTPConnection.connect does: http.client writes headers and body separately,
         # and Nagle + delayed ACK would add ~40 ms to every request.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
 
 from lab.etcd_binary import EtcdBinary
 from lab.intruders import IntrudersReport, run_intruders
@@ -78,6 +81,74 @@ def test_the_peer_port_refuses_non_member_certificates(pinned, case, error, also
         assert error in line and also in line, line
 
 
+def _cert(pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def _cn(cert: x509.Certificate) -> str:
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Signed by `ca`'s key (and naming it as issuer): the signature decides, not the name."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def assert_attack_certificates(report: dict) -> None:
+    """What each attack certificate really is, read from the scenario's JSON: a refusal
+    proves something only if the certificate differs from a member's where it claims to."""
+    cases = {c["case"]: _cert(c["certificate"]["pem"]) for c in report["cases"]}
+    peer_ca = _cert(report["stackOutputs"]["peerCaCert"])
+    client_ca = _cert(report["stackOutputs"]["clientCaCert"])
+    members = {pod: _cert(pem) for pod, pem in report["memberPeerCertificates"].items()}
+    assert sorted(members) == MEMBERS
+    member_dns = [sorted(_san(m).get_values_for_type(x509.DNSName)) for m in members.values() if _san(m)]
+    assert len(member_dns) == len(MEMBERS) and all(member_dns), "members' peer certificates carry DNS SANs"
+    pin = report["peerCertAllowedCn"] or PINNED_CN
+    assert {_cn(m) for m in members.values()} == {pin}, "the members share the pinned CN"
+    assert all(_issued_by(m, peer_ca) for m in members.values())
+
+    # foreign-ca: a member's CN and DNS SANs, the peer CA's name as issuer, another key.
+    foreign = cases["foreign-ca"]
+    assert _cn(foreign) == pin
+    san = _san(foreign)
+    assert san is not None, "the foreign-CA certificate has no SAN extension"
+    assert sorted(san.get_values_for_type(x509.DNSName)) in member_dns
+    assert san.get_values_for_type(x509.IPAddress) == []
+    assert foreign.issuer == peer_ca.subject
+    assert not _issued_by(foreign, peer_ca), "the foreign-CA certificate verifies against the peer CA"
+
+    # client-ca: really signed by the program's client CA, and not by the peer CA.
+    assert _issued_by(cases["client-ca"], client_ca), "the client-ca certificate is not the client CA's"
+    assert not _issued_by(cases["client-ca"], peer_ca)
+
+    # other-cn: the peer CA's own signature, with a CN that is neither the pin nor a member's.
+    other = cases["other-cn"]
+    assert _issued_by(other, peer_ca), "the other-cn certificate is not the peer CA's"
+    assert _cn(other) != pin
+
+    # control: a member's twin (same signer, CN and DNS SANs), so the refusals are not vacuous.
+    control = cases["control"]
+    assert _issued_by(control, peer_ca) and _cn(control) == pin
+    assert sorted(_san(control).get_values_for_type(x509.DNSName)) in member_dns
+
+
+def test_each_attack_certificate_differs_from_a_members_only_where_it_claims(pinned, unpinned):
+    for report in (pinned, unpinned):
+        assert_attack_certificates(json.loads(json.dumps(report.as_dict())))
+
+
 def test_labels_get_the_intruder_to_the_peer_port_and_nothing_else(pinned):
     # The NetworkPolicy admits the members' labels, which any pod can wear: TLS decides.
     assert pinned.peer_port_guarded
@@ -131,6 +202,7 @@ def test_command_line_exits_0_with_a_json_report():
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] and report["peerCertAllowedCn"] == PINNED_CN
+    assert_attack_certificates(report)
     assert {c["case"]: c["observed"] for c in report["cases"]} == {
         "control": "accepted",
         "foreign-ca": "refused",
