@@ -61,8 +61,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         AUTO,
         "Common name a peer certificate must carry (--peer-cert-allowed-cn). "
         "'auto': the members' shared peer CN when the SAN check is skipped, off otherwise; "
-        "empty: off; any other value (1-64 characters): the CN of every member's peer "
-        "certificate and the pin.",
+        "empty: off; any other value (1-64 printable characters, no commas, no surrounding "
+        "whitespace): the CN of every member's peer certificate and the pin.",
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in CONFIG_KEYS}
