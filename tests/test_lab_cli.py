@@ -3,6 +3,10 @@ wrong, before anything is created. (Exit 0/1 are in test_lab_run, exit 2 there t
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from lab import network
@@ -14,8 +18,35 @@ from tests.lab_support import lab_namespaces, require_lab
 pytestmark = pytest.mark.lab
 
 
-def _run_dirs() -> set[str]:
-    return {p.name for p in network.RUN_BASE.iterdir()} if network.RUN_BASE.is_dir() else set()
+@pytest.fixture
+def lab_creations(monkeypatch):
+    """What a lab run in this process would create, and only that: run directories go to
+    a run base of this test's own, and every run id drawn is recorded (namespace names
+    start with `esl-<run id>-`). Other lab runs on the machine, concurrent ones included,
+    cannot show up here."""
+    base = Path(tempfile.mkdtemp(prefix="etcd-san-lab-cli-"))
+    base.chmod(0o711)  # as the lab's own base: etcd runs as the Pods' non-root user
+    monkeypatch.setattr(network, "RUN_BASE", base)
+    drawn: list[str] = []
+    new_run_id = network.new_run_id
+
+    def recording_new_run_id() -> str:
+        drawn.append(new_run_id())
+        return drawn[-1]
+
+    monkeypatch.setattr(network, "new_run_id", recording_new_run_id)
+
+    def created() -> list[str]:
+        mine = tuple(f"{network.NETNS_PREFIX}{run_id}-" for run_id in drawn)
+        return [
+            *(f"run id {run_id}" for run_id in drawn),
+            *(f"run dir {p}" for p in base.iterdir()),
+            *(f"netns {n}" for n in sorted(lab_namespaces()) if mine and n.startswith(mine)),
+            *(f"{d}" for d in Path("/etc/netns").glob("esl-*") if mine and d.name.startswith(mine)),
+        ]
+
+    yield created
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
@@ -87,16 +118,14 @@ def test_usage_errors_exit_3(argv, capsys):
         "faults-one-member",
     ],
 )
-def test_invalid_requests_exit_3_with_one_line_and_create_nothing(argv, expected, capsys):
+def test_invalid_requests_exit_3_with_one_line_and_create_nothing(argv, expected, capsys, lab_creations):
     require_lab()
-    namespaces, run_dirs = set(lab_namespaces()), _run_dirs()
     assert lab_main(argv) == EXIT_INVALID
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab: ") and expected in lines[0], captured.err
     assert captured.out == ""
-    assert set(lab_namespaces()) - namespaces == set()
-    assert _run_dirs() - run_dirs == set()
+    assert lab_creations() == []
 
 
 @pytest.mark.parametrize(
