@@ -15,14 +15,58 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-from components.settings import SettingsError
-
-from . import network
-from .etcd_binary import EtcdBinary
-from .report import render
-from .run import LabEnvironmentError, LabInputError, prepare, run_lab
-
+EXIT_ENVIRONMENT = 2
 EXIT_INVALID = 3
+TORN_DOWN = "the run's processes, namespaces and files are removed"
+_main_started = False  # until then (the imports below) there is nothing to tear down
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """The first SIGINT/SIGTERM unwinds through the run's teardown; later ones (a second
+    Ctrl-C, `timeout -s INT`, which signals the lab and then its process group) are
+    ignored from here on, so they cannot cut that teardown short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    if not _main_started:
+        print(f"lab: {what} before anything was created", file=sys.stderr)
+        raise SystemExit(128 + signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    print(f"lab: {what}; {TORN_DOWN}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def _install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    # A SIGINT that the caller ignores (a background job of a non-interactive shell) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stop)
+
+
+if __name__ == "__main__":
+    # Only the command-line process installs these (main() also runs inside tests), and
+    # before the imports below: they take a few tenths of a second (Pulumi, gRPC,
+    # cryptography), and a Ctrl-C in that time must end as cleanly as one later.
+    _install_signal_handlers()
+
+try:
+    from components.settings import SettingsError
+
+    from . import network
+    from .etcd_binary import EtcdBinary
+    from .report import render
+    from .run import LabEnvironmentError, LabInputError, prepare, run_lab
+except ImportError as missing:
+    if __name__ != "__main__":
+        raise
+    # Not the project's venv (e.g. plain python3): exit 2 like any other environment gap.
+    print(
+        f"lab: cannot run here: {sys.executable} lacks the project's requirements ({missing}); "
+        "run `make venv`, then use .venv/bin/python -m lab",
+        file=sys.stderr,
+    )
+    sys.exit(EXIT_ENVIRONMENT)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,18 +80,6 @@ class _Parser(argparse.ArgumentParser):
 # Unknown or unreadable stack file, invalid configuration, bad --config, a scenario the
 # stack cannot serve.
 INVALID = (LabInputError, SettingsError)
-
-
-def _stop(signum: int, _frame: FrameType | None) -> None:
-    """The first SIGINT/SIGTERM unwinds through the run's teardown; later ones (a second
-    Ctrl-C, `timeout -s INT`, which signals the lab and then its process group) are
-    ignored from here on, so they cannot cut that teardown short."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    print("lab: terminated; the run's processes, namespaces and files are removed", file=sys.stderr)
-    raise SystemExit(128 + signum)
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -175,16 +207,14 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
 
 
 def _main_interruptible() -> int:
-    # Only the command-line process installs these (main() also runs inside tests).
-    signal.signal(signal.SIGTERM, _stop)
-    # A SIGINT that the caller ignores (a background job of a non-interactive shell) stays ignored.
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _stop)
+    # The signal handlers are in place since the top of this module.
+    global _main_started
+    _main_started = True
     try:
         return main()
     except KeyboardInterrupt:
         # The run's finally blocks have torn everything down by the time this is reached.
-        print("lab: interrupted; the run's processes, namespaces and files are removed", file=sys.stderr)
+        print(f"lab: interrupted; {TORN_DOWN}", file=sys.stderr)
         return 128 + signal.SIGINT
 
 

@@ -1,14 +1,16 @@
-"""The lab's command line on invalid requests: exit 3 with one line that says what is
-wrong, before anything is created; and what the report shows. (Exit 0/1 are in
-test_lab_run, exit 2 there too.)"""
+"""The lab's command line: invalid requests exit 3 with one line that says what is
+wrong, before anything is created; its signals and interpreter before the run starts,
+and what the report shows. (Exit 0/1 are in test_lab_run, exit 2 there too.)"""
 
 from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,71 @@ def test_unreadable_stack_files_are_invalid_requests(tmp_path, text, expected):
     with pytest.raises(LabInputError) as raised:
         stack_config("broken", tmp_path)
     assert expected in str(raised.value)
+
+
+def _signal_caught(pid: int, signum: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+    return bool(caught >> (signum - 1) & 1)
+
+
+def _pulumi_loaded(pid: int) -> bool:
+    """Whether the heavy imports got as far as gRPC's extension (Pulumi imports it)."""
+    try:
+        return "cygrpc" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("signum", "line"),
+    [
+        (signal.SIGINT, "lab: interrupted before anything was created"),
+        (signal.SIGTERM, "lab: terminated before anything was created"),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_signal_during_start_up_ends_with_one_line(signum, line):
+    """A Ctrl-C while the lab is still importing Pulumi (its first few tenths of a
+    second): one line and 128 + the signal, no traceback. The signal is sent as soon as
+    the lab catches SIGTERM (Python alone does not), and only counts if gRPC's extension
+    was not loaded yet: a lab that installed its handlers after the imports fails here.
+    Nothing that early needs root; retried when this machine's load let the lab finish
+    its imports before the signal went out."""
+    for _attempt in range(5):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "lab", "run", "--stack", "skip"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not _signal_caught(child.pid, signal.SIGTERM) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        early = not _pulumi_loaded(child.pid)
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=60)
+        if early:
+            break
+    assert early, "the lab's imports were done before it caught SIGTERM"
+    assert (child.returncode, err.splitlines(), out) == (128 + signum, [line], "")
+
+
+def test_an_interpreter_without_the_requirements_exits_2_with_one_line():
+    """`python3 -m lab` outside the venv: -S hides every site-packages directory."""
+    for argv in (["run", "--stack", "skip"], ["cleanup", "--kept"]):
+        result = subprocess.run(
+            [sys.executable, "-S", "-m", "lab", *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        lines = result.stderr.splitlines()
+        assert result.returncode == 2, result.stderr
+        assert len(lines) == 1 and lines[0].startswith("lab: cannot run here: "), result.stderr
+        assert "lacks the project's requirements (No module named " in lines[0]
+        assert lines[0].endswith("run `make venv`, then use .venv/bin/python -m lab")
 
 
 def _report(etcd_path: str, *, kept: bool = False) -> LabReport:
