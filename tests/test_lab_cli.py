@@ -1,6 +1,6 @@
 """The lab's command line: invalid requests exit 3 with one line that says what is
-wrong, before anything is created; its signals and interpreter before the run starts,
-and what the report shows. (Exit 0/1 are in test_lab_run, exit 2 there too.)"""
+wrong, before anything is created; its help, its signals and interpreter before the
+run starts, and what the report shows. (Exit 0/1 are in test_lab_run, exit 2 there too.)"""
 
 from __future__ import annotations
 
@@ -173,6 +173,31 @@ def test_config_keys_may_carry_the_project_namespace():
     }
     with pytest.raises(LabInputError, match="'kubernetes' is not this project"):
         _overrides(["kubernetes:context=kind-kind"])
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("run", ["--timeout TIMEOUT seconds to wait for a conclusive outcome (default 30)"]),
+        ("intruders", ["--timeout TIMEOUT seconds to wait for health (default 30)"]),
+        (
+            "faults",
+            [
+                "--timeout TIMEOUT seconds to wait for health (default 30)",
+                "--keys KEYS keys written per kill (default 300, at least 3)",
+                "which member to kill (default both)",
+            ],
+        ),
+    ],
+)
+def test_command_help_shows_the_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        lab_main([command, "--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    for expected in shown:
+        assert expected in text, text
+    assert f"KEY or {PROJECT}:KEY" in text
 
 
 def _signal_caught(pid: int, signum: int) -> bool:
