@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 from types import FrameType
@@ -67,6 +68,9 @@ except ImportError as missing:
         file=sys.stderr,
     )
     sys.exit(EXIT_ENVIRONMENT)
+
+# A stack name as Pulumi allows it (`pulumi stack init`): no '/', so never a path.
+STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {item}")
         return 0
 
+    if not STACK_NAME.fullmatch(args.stack):
+        print(
+            f"lab: {args.stack!r} is not a stack name: up to 100 letters, digits, '-', '_' and '.' "
+            "(the lab reads Pulumi.STACK.yaml in the project directory)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     try:
         binary = prepare(args.etcd)
     except LabEnvironmentError as exc:

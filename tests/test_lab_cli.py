@@ -119,6 +119,11 @@ def test_usage_errors_exit_3(argv, capsys):
             ["run", "--stack", "skip", "--config", "kubernetes:context=kind"],
             "'kubernetes' is not this project",
         ),
+        (
+            ["run", "--stack", "../Pulumi"],
+            "'../Pulumi' is not a stack name: up to 100 letters, digits, '-', '_' and '.'",
+        ),
+        (["faults", "--stack", "/etc/passwd"], "'/etc/passwd' is not a stack name"),
     ],
     ids=[
         "unknown-stack",
@@ -136,6 +141,8 @@ def test_usage_errors_exit_3(argv, capsys):
         "namespaced-key-bad-value",
         "namespaced-typo-key",
         "other-namespace",
+        "stack-is-a-path",
+        "stack-is-an-absolute-path",
     ],
 )
 def test_invalid_requests_exit_3_with_one_line_and_create_nothing(argv, expected, capsys, lab_creations):
