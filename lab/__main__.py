@@ -39,10 +39,11 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def _install_signal_handlers() -> None:
-    signal.signal(signal.SIGTERM, _stop)
     # A SIGINT that the caller ignores (a background job of a non-interactive shell) stays ignored.
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _stop)
+    # Last: once the process catches SIGTERM (SigCgt in /proc/PID/status), both are in place.
+    signal.signal(signal.SIGTERM, _stop)
 
 
 if __name__ == "__main__":
