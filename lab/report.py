@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+from .program import PROJECT_DIR
 from .run import LabReport
 
 # What each peer-matrix value proves (lab.evidence has the log lines behind them).
@@ -13,6 +18,18 @@ CELL_MEANINGS = {
 }
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` relative to the project directory when it lies inside it (the lab runs from
+    there: `.venv/lib/.../etcd`), else absolute."""
+    absolute = Path(os.path.abspath(path))
+    # Resolve the directories, not the file: a venv's python is a symlink to the system one.
+    absolute = absolute.parent.resolve() / absolute.name
+    try:
+        return str(absolute.relative_to(PROJECT_DIR))
+    except ValueError:
+        return str(absolute)
+
+
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -20,7 +37,8 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def render(report: LabReport) -> str:
     lines = [
-        f"stack {report.stack}: etcd {report.etcd_version} ({report.etcd_path}), run {report.run_id}",
+        f"stack {report.stack}: etcd {report.etcd_version} ({shown_path(report.etcd_path)}), "
+        f"run {report.run_id}",
         "",
     ]
     rows = [["member", "pod IP", "service IP", "health", "leader", "ready", "live"]]
@@ -81,6 +99,7 @@ def render(report: LabReport) -> str:
     if report.kept:
         lines.append(
             f"kept: {report.run_dir} (objects/, pods/<member>/container.log); "
-            f"remove with: rm -r {report.run_dir} (or python -m lab cleanup --kept, for every kept run)"
+            f"remove with: rm -r {report.run_dir} "
+            f"(or {shown_path(sys.executable)} -m lab cleanup --kept, for every kept run)"
         )
     return "\n".join(lines)
