@@ -45,6 +45,7 @@ from .network_policy import port_access
 from .pod_clients import ServiceHttps, extra_pod, https_request, pod_threads
 from .pods import Container, flag_value, has_skip_flag
 from .program import LabInputError, ProgramRun
+from .report import run_header
 from .run import Lab, evaluate, settled
 
 CLIENT_POD = "client"
@@ -767,7 +768,7 @@ def run_faults(
 
 def render(report: FaultsReport) -> str:
     lines = [
-        f"stack {report.stack}: etcd {report.etcd_version} ({report.etcd_path}), run {report.run_id}",
+        run_header(report.stack, report.etcd_version, report.etcd_path, report.run_id),
         f"client pod {report.client_ip} (labels "
         + (", ".join(f"{k}={v}" for k, v in report.client_labels.items()) or "none")
         + "): writes through the Services, reads from each member",

@@ -58,6 +58,7 @@ from .network_policy import PortAccess, port_access
 from .pod_clients import HttpsResult, ServiceHttps, extra_pod, https_request, pod_threads, tls_context
 from .pods import Container, flag_value, has_skip_flag
 from .program import LabInputError, ProgramRun
+from .report import run_header
 from .run import Lab, evaluate
 
 INTRUDER_POD = "intruder"
@@ -622,7 +623,7 @@ def run_intruders(
 def render(report: IntrudersReport) -> str:
     pin = repr(report.pinned_cn) if report.pinned_cn else "off"
     lines = [
-        f"stack {report.stack}: etcd {report.etcd_version} ({report.etcd_path}), run {report.run_id}",
+        run_header(report.stack, report.etcd_version, report.etcd_path, report.run_id),
         f"skip flag: {'on' if report.skip else 'off'}; peer CN pin (--peer-cert-allowed-cn): {pin}; "
         f"NetworkPolicy on the peer port: {'yes' if report.peer_port_guarded else 'no'}",
         f"intruder pod {report.intruder_ip} (labels "

@@ -30,6 +30,11 @@ def shown_path(path: str | Path) -> str:
         return str(absolute)
 
 
+def run_header(stack: str, etcd_version: str, etcd_path: str, run_id: str) -> str:
+    """The first line of every lab report: which stack, which etcd, which run."""
+    return f"stack {stack}: etcd {etcd_version} ({shown_path(etcd_path)}), run {run_id}"
+
+
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -37,8 +42,7 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def render(report: LabReport) -> str:
     lines = [
-        f"stack {report.stack}: etcd {report.etcd_version} ({shown_path(report.etcd_path)}), "
-        f"run {report.run_id}",
+        run_header(report.stack, report.etcd_version, report.etcd_path, report.run_id),
         "",
     ]
     rows = [["member", "pod IP", "service IP", "health", "leader", "ready", "live"]]
