@@ -266,15 +266,16 @@ class Lab:
     def start(self) -> None:
         self.started_at = time.monotonic()
         for container in self.containers:
-            self.processes[container.pod] = proc.spawn(
-                proc.netns_argv(container.netns, container.argv), stdout_path=container.log_path
-            )
+            self.processes[container.pod] = self._spawn(container)
 
     def restart(self, pod: str) -> None:
-        container = next(c for c in self.containers if c.pod == pod)
-        self.processes[pod] = proc.spawn(
-            proc.netns_argv(container.netns, container.argv), stdout_path=container.log_path
-        )
+        self.processes[pod] = self._spawn(next(c for c in self.containers if c.pod == pod))
+
+    @staticmethod
+    def _spawn(container: Container) -> subprocess.Popen[bytes]:
+        # The container's environment only: the lab's own (ETCD_*, ETCDCTL_*...) stays out.
+        argv = proc.netns_argv(container.netns, container.argv)
+        return proc.spawn(argv, stdout_path=container.log_path, env=container.env)
 
     # ------------------------------------------------------------ teardown
 
@@ -412,7 +413,8 @@ class Lab:
         if argv[0] not in binaries:
             return {"command": command, "ran": False, "reason": f"{argv[0]} is not available locally"}
         local = [str(binaries[argv[0]]), *(container.rewrite(a) for a in argv[1:])]
-        result = proc.run(proc.netns_argv(container.netns, local), timeout=20, check=False)
+        # As `kubectl exec` runs it: with the container's environment, not the lab's.
+        result = proc.run(proc.netns_argv(container.netns, local), timeout=20, check=False, env=container.env)
         return {
             "command": command,
             "ran": True,

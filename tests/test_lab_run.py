@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,12 +12,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lab import network
 from lab import run as lab_run
 from lab.__main__ import main as lab_main
+from lab.pods import DEFAULT_PATH, LabPodError, materialize
 from lab.report import render
 from tests.lab_support import BINARIES, ROOT, lab_namespaces, require_lab
 
@@ -31,7 +34,25 @@ def _assert_gone(report: lab_run.LabReport) -> None:
         assert not Path(f"/proc/{member.pid}").exists(), f"{member.name} (PID {member.pid}) still runs"
 
 
-def test_skip_stack_is_healthy(etcd_binary):
+# The lab's own environment must not reach the pods: each of these changes what runs.
+HOSTILE_LAB_ENV = {
+    # The env form of the skip flag: noskip would turn healthy (and skip, flag plus
+    # variable, would not start at all).
+    "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION": "true",
+    # etcdctl 3.5: fatal "conflicting environment variable is shadowed" next to --cacert.
+    "ETCDCTL_CACERT": "/nonexistent/ca.crt",
+    # etcdctl 3.4: the v2 API has no `endpoint health`.
+    "ETCDCTL_API": "2",
+}
+
+
+@pytest.fixture
+def hostile_lab_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in HOSTILE_LAB_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_skip_stack_is_healthy(etcd_binary, hostile_lab_env):
     binary = etcd_binary
     report = lab_run.run_lab("skip", binary)
     assert report.etcd_version == str(binary.version)
@@ -50,13 +71,15 @@ def test_skip_stack_is_healthy(etcd_binary):
     # The program's declared probes pass against the live member; these versions have no
     # /livez or /readyz: readiness asks /health, liveness /metrics.
     assert all(m.probes == {"readiness": True, "liveness": True} for m in report.members)
+    # Despite ETCDCTL_* in the lab's environment: etcdctl runs with the pod's.
     assert report.etcdctl is not None and report.etcdctl["ok"], report.etcdctl
     assert report.etcdctl["output"].count("is healthy") == 3
     _assert_gone(report)
 
 
-def test_noskip_members_reject_each_other(etcd_binary):
+def test_noskip_members_reject_each_other(etcd_binary, hostile_lab_env):
     binary = etcd_binary
+    # The lab's environment says to skip the SAN check: the pods never see it.
     report = lab_run.run_lab("noskip", binary)
     # Decided by the complete matrix, not by the deadline.
     assert (report.verdict, report.predicted, report.timed_out) == ("peers rejected", "peers rejected", False)
@@ -339,3 +362,66 @@ def test_keep_leaves_the_run_directory_and_cleanup_only_removes_it_when_asked(ow
     assert run_dir.is_dir()
     assert network.cleanup(network.RUN_BASE, kept=True) == [str(run_dir)]
     assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------- the pods' processes
+
+
+def _pod(container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "member-0", "namespace": "ns1"},
+        "spec": {"containers": [{"name": "etcd", "command": ["etcd", "--name=m"], **container}]},
+    }
+
+
+def test_a_pod_runs_with_its_declared_env_and_nothing_of_the_labs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION", "true")
+    pod = _pod(
+        {
+            "env": [
+                {"name": "ETCD_LOG_LEVEL", "value": "debug"},
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ]
+        }
+    )
+    plan = network.plan_network([pod], "abcd12")
+    container = materialize(pod, plan.pods[0], {}, tmp_path / "pod", {"etcd": Path("/bin/true")})
+    expected = {
+        "PATH": DEFAULT_PATH,
+        "ETCD_LOG_LEVEL": "debug",
+        "POD_IP": "10.244.0.10",
+        "POD_NAME": "member-0",
+    }
+    assert container.env == expected
+    # What the lab spawns for it: that environment, nothing else.
+    spawned: list[dict[str, Any]] = []
+    monkeypatch.setattr(lab_run.proc, "spawn", lambda argv, **kwargs: spawned.append(kwargs))
+    lab = object.__new__(lab_run.Lab)
+    lab.containers, lab.processes = [container], {}
+    lab.start()
+    lab.restart("member-0")
+    assert [kwargs["env"] for kwargs in spawned] == [expected, expected]
+
+
+@pytest.mark.parametrize(
+    ("container", "expected"),
+    [
+        (
+            {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+            "env A: only value",
+        ),
+        ({"envFrom": [{"configMapRef": {"name": "c"}}]}, "envFrom is not supported"),
+        (
+            {"env": [{"name": "IP", "value": "x"}], "args": ["--listen=$(IP)"]},
+            "$(VAR) expansion is not supported",
+        ),
+    ],
+)
+def test_env_the_lab_cannot_give_is_refused(container, expected, tmp_path):
+    pod = _pod(container)
+    plan = network.plan_network([pod], "abcd12")
+    with pytest.raises(LabPodError, match=re.escape(expected)):
+        materialize(pod, plan.pods[0], {}, tmp_path / "pod", {"etcd": Path("/bin/true")})
