@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -105,18 +106,30 @@ class LabReport:
 
 
 def check_environment() -> None:
-    """Raise LabEnvironmentError naming the first thing the lab cannot do here."""
-    import os
+    """Raise LabEnvironmentError naming the first thing the lab cannot do here.
 
+    Does, once, in a throwaway namespace, what a run does (network.probe_namespace):
+    merely listing namespaces succeeds where none can be made, e.g. in a user namespace
+    (`unshare -U -r`), whose root is not the machine's.
+    """
     if os.geteuid() != 0:
         raise LabEnvironmentError("not root: the lab creates network namespaces (run it as root)")
     for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
             raise LabEnvironmentError(f"no {tool}: install the Debian package {package}")
+    probe = f"{network.NETNS_PREFIX}{network.new_run_id()}-probe"
     try:
-        proc.run(["ip", "netns", "list"], timeout=5)
-    except proc.CommandError as exc:
-        raise LabEnvironmentError(f"no network namespaces: {exc}") from None
+        network.probe_namespace(probe)
+    except network.LabNetworkError as exc:
+        raise LabEnvironmentError(_one_line(str(exc))) from None
+    finally:
+        with _signals_deferred():
+            network.remove_namespaces([probe])
+
+
+def _one_line(text: str) -> str:
+    """A command's error (its stderr may span lines) as the one line exit 2 promises."""
+    return " ".join(text.split())
 
 
 def prepare(etcd: str | None) -> EtcdBinary:
@@ -241,7 +254,11 @@ class Lab:
         self.plan = network.plan_network([*manifests, *self.extra_pods], self.run_id, cluster_domain=domain)
         network.RUN_BASE.mkdir(parents=True, exist_ok=True)
         network.RUN_BASE.chmod(0o711)
-        self.net.apply(self.plan)  # creates run_dir and its state file first
+        try:
+            self.net.apply(self.plan)  # creates run_dir and its state file first
+        except (proc.CommandError, network.LabNetworkError) as exc:
+            # check_environment's probe passed, yet the machine cannot build this network.
+            raise LabEnvironmentError(f"cannot build the lab network: {_one_line(str(exc))}") from exc
         self.run_dir.chmod(0o711)
         self.timings["network"] = time.monotonic() - started
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lab import network
+from lab import network, proc
 from lab import run as lab_run
 from lab.__main__ import main as lab_main
 from lab.pods import DEFAULT_PATH, LabPodError, materialize
@@ -425,3 +425,102 @@ def test_env_the_lab_cannot_give_is_refused(container, expected, tmp_path):
     plan = network.plan_network([pod], "abcd12")
     with pytest.raises(LabPodError, match=re.escape(expected)):
         materialize(pod, plan.pods[0], {}, tmp_path / "pod", {"etcd": Path("/bin/true")})
+
+
+# ---------------------------------------------------------------- what the machine can do
+
+
+def test_the_environment_check_makes_uses_and_deletes_a_probe_namespace(monkeypatch):
+    require_lab()
+    ran: list[list[str]] = []
+    real_run = proc.run
+
+    def record(argv: list[str], **kwargs: Any) -> Any:
+        ran.append(argv)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "run", record)
+    lab_run.check_environment()
+    [probe] = [argv[3] for argv in ran if argv[1:3] == ["netns", "add"]]
+    assert re.fullmatch(r"esl-[0-9a-f]{6}-probe", probe)
+    used = [" ".join(argv) for argv in ran if probe in argv]
+    assert any(f"-n {probe} -batch -" in cmd for cmd in used)  # bridge and veth
+    assert any(f"netns exec {probe} iptables-restore" in cmd for cmd in used)
+    assert probe not in lab_namespaces()
+
+
+@pytest.mark.parametrize(
+    ("failing", "expected"),
+    [
+        (r"^ip netns add ", "no network namespaces: "),
+        (r"^ip -n ", "no bridge or veth links in a network namespace: "),
+        (r" iptables-restore ", "no iptables DNAT and REJECT in a network namespace: "),
+    ],
+)
+def test_each_probe_step_that_fails_is_named_and_the_probe_is_deleted(failing, expected, monkeypatch):
+    require_lab()
+    ran: list[list[str]] = []
+    real_run = proc.run
+
+    def fail_one(argv: list[str], **kwargs: Any) -> Any:
+        ran.append(argv)
+        if re.search(failing, " ".join(argv)):
+            raise proc.CommandError(argv, "exit 1; stderr: simulated\nsecond line", 1)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(proc, "run", fail_one)
+    with pytest.raises(lab_run.LabEnvironmentError) as raised:
+        lab_run.check_environment()
+    message = str(raised.value)
+    assert message.startswith(expected) and "\n" not in message and "simulated second line" in message
+    [probe] = {arg for argv in ran for arg in argv if arg.endswith("-probe")}
+    assert probe not in lab_namespaces()
+
+
+def _in_a_user_namespace(code: str) -> subprocess.CompletedProcess[str]:
+    """Python `code` as root of a new user namespace: uid 0 there, no privilege over the
+    machine's network namespaces."""
+    if shutil.which("unshare") is None:
+        pytest.fail("no unshare (util-linux)")
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_root_of_a_user_namespace_gets_exit_2_from_the_environment_check():
+    require_lab()
+    result = _in_a_user_namespace(
+        "import sys; from lab.__main__ import main; sys.exit(main(['run', '--stack', 'skip']))"
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("lab: cannot run here: no network namespaces: ip netns add esl-")
+    assert result.stdout == ""
+
+
+def test_a_network_that_cannot_be_built_exits_2_and_leaves_nothing():
+    """Past the environment check (skipped here), building the run's namespaces fails in
+    a user namespace: exit 2 with one line, and nothing of the run is left."""
+    require_lab()
+    run_id = network.new_run_id()
+    result = _in_a_user_namespace(
+        "import sys\n"
+        "from lab import network, run\n"
+        "from lab.__main__ import main\n"
+        "run.check_environment = lambda: None\n"
+        f"network.new_run_id = lambda: {run_id!r}\n"
+        "sys.exit(main(['run', '--stack', 'skip']))\n"
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        "lab: cannot run here: cannot build the lab network: ip -batch -: exit 1;"
+    )
+    assert "Operation not permitted" in result.stderr
+    assert not [n for n in lab_namespaces() if n.startswith(f"esl-{run_id}-")]
+    assert not list(network.ETC_NETNS.glob(f"esl-{run_id}-*"))
+    assert not (network.RUN_BASE / run_id).exists()
