@@ -18,6 +18,7 @@ import pytest
 
 from lab import network, proc
 from lab import run as lab_run
+from lab.__main__ import _stop
 from lab.__main__ import main as lab_main
 from lab.pods import DEFAULT_PATH, LabPodError, materialize
 from lab.report import render
@@ -362,6 +363,67 @@ def test_keep_leaves_the_run_directory_and_cleanup_only_removes_it_when_asked(ow
     assert run_dir.is_dir()
     assert network.cleanup(network.RUN_BASE, kept=True) == [str(run_dir)]
     assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------- teardown under signals
+
+
+@pytest.fixture
+def cli_signal_handlers() -> Any:
+    """SIGINT and SIGTERM handled as the command line handles them (lab.__main__._stop)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _stop)
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("during", ["stopping-members", "deleting-namespaces"])
+def test_a_signal_during_teardown_is_held_until_it_is_done(sig, during, monkeypatch, cli_signal_handlers):
+    """The signal arrives from inside teardown (raise_signal runs the handler before it
+    returns, so no timing is involved): teardown still removes everything, then the
+    signal takes effect as it would have."""
+    require_lab()
+    binary = BINARIES["3.5.1"]()
+    labs: list[lab_run.Lab] = []
+    real_enter = lab_run.Lab.__enter__
+
+    def remember(self: lab_run.Lab) -> lab_run.Lab:
+        labs.append(self)
+        return real_enter(self)
+
+    monkeypatch.setattr(lab_run.Lab, "__enter__", remember)
+    module, name = {
+        "stopping-members": (proc, "stop"),
+        "deleting-namespaces": (network, "remove_namespaces"),
+    }[during]
+    real = getattr(module, name)
+    delivered = []
+
+    def signal_first(*args: Any, **kwargs: Any) -> Any:
+        if not delivered:
+            delivered.append(sig)
+            signal.raise_signal(sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, signal_first)
+    try:
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else SystemExit):
+            lab_run.run_lab("noskip", binary)
+    finally:
+        lab = labs[0]
+        assert lab.plan is not None
+        left = {
+            "namespaces": set(lab.plan.namespaces) & lab_namespaces(),
+            "etc_netns": {ns for ns in lab.plan.namespaces if (network.ETC_NETNS / ns).exists()},
+            "run_dir": lab.run_dir.exists(),
+            "members": [p.pid for p in lab.processes.values() if p.poll() is None],
+        }
+        lab.close()  # a no-op after a complete teardown; the rest otherwise
+    assert delivered == [sig]
+    assert left == {"namespaces": set(), "etc_netns": set(), "run_dir": False, "members": []}
 
 
 # ---------------------------------------------------------------- the pods' processes
