@@ -53,7 +53,121 @@ def hostile_lab_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def test_skip_stack_is_healthy(etcd_binary, hostile_lab_env):
+def _ip(*args: str) -> str:
+    return proc.run(["ip", *args]).stdout
+
+
+def _host_network() -> dict[str, Any]:
+    """The host namespace's links and routes (IPv4 and IPv6, every table)."""
+    routes = {
+        family: sorted(
+            re.sub(r"\s+expires \d+sec", "", line)
+            for line in _ip(family, "route", "show", "table", "all").splitlines()
+        )
+        for family in ("-4", "-6")
+    }
+    links = sorted((link["ifindex"], link["ifname"]) for link in json.loads(_ip("-j", "link", "show")))
+    return {"links": links, "routes": routes}
+
+
+def _namespace_view(ns: str) -> dict[str, Any]:
+    resolv_conf = network.ETC_NETNS / ns / "resolv.conf"
+    return {
+        "default routes": {
+            f: _ip("-n", ns, f, "route", "show", "table", "all", "default") for f in ("-4", "-6")
+        },
+        "links": sorted(link["ifname"] for link in json.loads(_ip("-j", "-n", ns, "link", "show"))),
+        "nameservers": [
+            line.split()[1] for line in resolv_conf.read_text().splitlines() if line.startswith("nameserver")
+        ]
+        if resolv_conf.is_file()
+        else None,
+    }
+
+
+def _process_view(pid: int) -> dict[str, Any] | None:
+    if not proc.is_running(pid):
+        return None  # the member exited
+    status = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.split()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return {
+        "name": status["Name"],
+        "uid": status["Uid"],
+        "gid": status["Gid"],
+        "groups": status["Groups"],
+        "no_new_privs": status["NoNewPrivs"],
+        "capabilities": status["CapEff"],
+        "environ": dict(item.split("=", 1) for item in environ if item),
+    }
+
+
+def _expected_process(pod: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """What the Pod declares for its container's process, as /proc shows it."""
+    security = {**pod["spec"]["securityContext"], **pod["spec"]["containers"][0]["securityContext"]}
+    uid, gid, fs_group = (
+        security["runAsUser"],
+        security["runAsGroup"],
+        pod["spec"]["securityContext"]["fsGroup"],
+    )
+    assert uid != 0 and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    return {
+        "name": ["etcd"],
+        "uid": [str(uid)] * 4,  # real, effective, saved, filesystem
+        "gid": [str(gid)] * 4,
+        "groups": sorted({str(gid), str(fs_group)}),
+        "no_new_privs": ["1"],
+        "capabilities": ["0000000000000000"],
+        "environ": env,
+    }
+
+
+@pytest.fixture
+def live_run(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Looks at a run while its members run (once the verdict is in and the probes are
+    sent, so the looking delays neither): every namespace's routes, links and
+    resolv.conf, each member process, the host network. Returns a function that
+    asserts all of it for the run that happened."""
+    seen: dict[str, Any] = {"host before": _host_network()}
+    real_run_probes = lab_run.Lab.run_probes
+
+    def probe_then_look(self: lab_run.Lab, *args: Any, **kwargs: Any) -> Any:
+        result = real_run_probes(self, *args, **kwargs)
+        assert self.plan is not None
+        seen["node"] = self.plan.node_netns
+        seen["node links"] = sorted(["lo", self.plan.bridge, *(p.host_veth for p in self.plan.pods)])
+        seen["namespaces"] = {ns: _namespace_view(ns) for ns in self.plan.namespaces}
+        pods = {m["metadata"]["name"]: m for m in self.program.manifests("Pod")}
+        seen["processes"] = {
+            c.pod: (_process_view(self.processes[c.pod].pid), _expected_process(pods[c.pod], c.env))
+            for c in self.containers
+        }
+        seen["host during"] = _host_network()
+        return result
+
+    monkeypatch.setattr(lab_run.Lab, "run_probes", probe_then_look)
+
+    def check() -> None:
+        assert "namespaces" in seen, "the run never got to probe its members"
+        for ns, view in seen["namespaces"].items():
+            # No default route (a blackhole one included), in any table, either family.
+            assert view["default routes"] == {"-4": "", "-6": ""}, ns
+            assert view["links"] == (seen["node links"] if ns == seen["node"] else ["eth0", "lo"]), ns
+            # Its own resolv.conf, pointing at no server: the host's DNS is never asked.
+            assert view["nameservers"] == ["127.0.0.1"], ns
+        for pod, (process, expected) in seen["processes"].items():
+            assert process == expected, pod
+        # The environment of every member is exactly what its Pod declares.
+        assert all(e["environ"] == {"PATH": DEFAULT_PATH} for _, e in seen["processes"].values())
+        assert seen["host during"] == seen["host before"] == _host_network()
+
+    return check
+
+
+def test_skip_stack_is_healthy(etcd_binary, hostile_lab_env, live_run):
     binary = etcd_binary
     report = lab_run.run_lab("skip", binary)
     assert report.etcd_version == str(binary.version)
@@ -75,10 +189,11 @@ def test_skip_stack_is_healthy(etcd_binary, hostile_lab_env):
     # Despite ETCDCTL_* in the lab's environment: etcdctl runs with the pod's.
     assert report.etcdctl is not None and report.etcdctl["ok"], report.etcdctl
     assert report.etcdctl["output"].count("is healthy") == 3
+    live_run()
     _assert_gone(report)
 
 
-def test_noskip_members_reject_each_other(etcd_binary, hostile_lab_env):
+def test_noskip_members_reject_each_other(etcd_binary, hostile_lab_env, live_run):
     binary = etcd_binary
     # The lab's environment says to skip the SAN check: the pods never see it.
     report = lab_run.run_lab("noskip", binary)
@@ -100,6 +215,7 @@ def test_noskip_members_reject_each_other(etcd_binary, hostile_lab_env):
     assert not any(m.probes["readiness"] for m in report.members)
     # Every member is reached through its Service address, not its pod IP.
     assert all(m.service_ip and m.service_ip.startswith("10.96.") for m in report.members)
+    live_run()
     _assert_gone(report)
 
 
