@@ -220,6 +220,16 @@ def health_ok(body: str) -> bool:
         return False
 
 
+def settled(state: dict[str, tuple[bool, bool]]) -> bool:
+    """member -> (healthy, leader): every member healthy and exactly one leader.
+
+    /health is each member's own view (it sees some leader); exactly one member that
+    counts itself leader (etcd_server_is_leader) is the cluster agreeing. Around an
+    election there can be none yet, or an old leader that has not stepped down.
+    """
+    return all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1
+
+
 @dataclass
 class RejectionMatrix:
     """Row: receiving member; column: connecting member. Cells: see the module doc."""

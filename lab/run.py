@@ -4,6 +4,7 @@ report, tear down. Every wait is a poll on a condition with a deadline.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,12 +26,12 @@ from components.settings import DEFAULT_IMAGE, check_unknown_keys, parse_setting
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
-from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, peer_hosts
+from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, peer_hosts, settled
 from .netns_http import NetnsHttp
 from .pods import Container, flag_value, image_binaries, materialize
 from .program import LabInputError, ProgramRun, run_program, stack_config
 
-__all__ = ["LabInputError"]  # re-exported for the CLI
+__all__ = ["LabInputError", "settled"]  # re-exported for the CLI and the scenarios
 
 POLL_SECONDS = 0.05
 PROJECT_KEY = "etcd-peer-san"
@@ -168,13 +169,17 @@ def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> Progr
 
 
 def _write_objects(program: ProgramRun, directory: Path) -> None:
-    """The declared objects as YAML, so users can read exactly what ran (keys redacted)."""
+    """The declared objects as YAML, so users can read exactly what ran (Secret values
+    redacted, `data` and `stringData` alike)."""
     directory.mkdir()
     for manifest in program.manifests():
         shown = dict(manifest)
         if manifest["kind"] == "Secret":
-            data = manifest.get("stringData") or {}
-            shown["stringData"] = {k: f"<{len(str(v))} bytes, in the pod's volume>" for k, v in data.items()}
+            sizes = {k: len(base64.b64decode(v)) for k, v in (manifest.get("data") or {}).items()}
+            sizes.update({k: len(str(v).encode()) for k, v in (manifest.get("stringData") or {}).items()})
+            for key in ("data", "stringData"):
+                if key in manifest:
+                    shown[key] = {k: f"<{sizes[k]} bytes, in the pod's volume>" for k in manifest[key] or {}}
         path = directory / f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(shown, sort_keys=False))
 
@@ -367,9 +372,7 @@ class Lab:
             results[c.pod] = {kind: f.result().ok for kind, f in futures.items()}
         return results
 
-    def observe(
-        self, predicted_members: int, timeout: float
-    ) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
+    def observe(self, timeout: float) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
         """Poll until the evidence is conclusive or the deadline passes.
 
         healthy         all members healthy with one leader; then the peer matrix is read
@@ -440,11 +443,6 @@ class Lab:
         }
 
 
-def settled(state: dict[str, tuple[bool, bool]]) -> bool:
-    """Every member healthy and exactly one leader."""
-    return all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1
-
-
 def _kubectl_exec_pod(words: list[str]) -> str:
     """The pod of `kubectl exec [-n NS] POD`: the first word after exec that is no option."""
     rest = words[words.index("exec") + 1 :]
@@ -485,7 +483,7 @@ def run_lab(
     with lab:
         lab.timings["program"] = program_seconds
         lab.start()
-        verdict, matrix, state = lab.observe(len(lab.containers), timeout)
+        verdict, matrix, state = lab.observe(timeout)
         probes = lab.run_probes()
         etcdctl = lab.etcdctl_health(str(program.output("healthCommand"))) if verdict == "healthy" else None
         members = [

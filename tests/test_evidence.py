@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.evidence import CELL_VALUES, RejectionMatrix, member_id, peer_hosts, read_lines
+from lab.evidence import CELL_VALUES, RejectionMatrix, member_id, peer_hosts, read_lines, settled
 from lab.report import render
 from lab.run import Lab, LabReport, MemberReport, evaluate
 from tests.lab_support import lab_namespaces
@@ -397,6 +397,24 @@ def test_the_report_shows_each_value_with_its_meaning_and_json_keeps_the_words()
     assert set(CELL_VALUES) == {"accepted", "rejected", "refused", "unknown"}
 
 
+# ---------------------------------------------------------------- health, exits
+
+
+@pytest.mark.parametrize(
+    ("state", "healthy"),
+    [
+        ({"a": (True, True), "b": (True, False), "c": (True, False)}, True),
+        ({"a": (True, False), "b": (True, False), "c": (True, False)}, False),  # no leader (yet)
+        ({"a": (True, True), "b": (True, True), "c": (True, False)}, False),  # two leaders
+        ({"a": (True, True), "b": (False, False), "c": (True, False)}, False),  # one member not healthy
+        ({"a": (True, True)}, True),
+    ],
+    ids=["one-leader", "no-leader", "two-leaders", "one-unhealthy", "single-member"],
+)
+def test_healthy_means_every_member_healthy_and_exactly_one_leader(state, healthy):
+    assert settled(state) is healthy
+
+
 # ---------------------------------------------------------------- real members
 
 
@@ -414,7 +432,7 @@ def test_real_members_with_a_mismatching_cn_pin_are_unhealthy_early(etcd_binary)
             ]
         lab.start()
         started = time.monotonic()
-        verdict, matrix, state = lab.observe(len(lab.containers), 30.0)
+        verdict, matrix, state = lab.observe(30.0)
         elapsed = time.monotonic() - started
         logs = {c.pod: c.log_path.read_text() for c in lab.containers}
         assert lab.plan is not None

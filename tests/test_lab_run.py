@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lab import network, proc
 from lab import run as lab_run
@@ -227,7 +229,7 @@ def test_leaderless_members_are_live_but_not_ready(etcd_binary):
     program = lab_run.evaluate("noskip", etcd_binary, {})
     with lab_run.Lab(program, etcd_binary) as lab:
         lab.start()
-        verdict, _, _ = lab.observe(len(lab.containers), 30.0)
+        verdict, _, _ = lab.observe(30.0)
         # Until each member serves its metrics listener (kubelet counts a refused probe as
         # one of failureThreshold failures).
         deadline = time.monotonic() + 10
@@ -603,6 +605,29 @@ def test_env_the_lab_cannot_give_is_refused(container, expected, tmp_path):
     plan = network.plan_network([pod], "abcd12")
     with pytest.raises(LabPodError, match=re.escape(expected)):
         materialize(pod, plan.pods[0], {}, tmp_path / "pod", {"etcd": Path("/bin/true")})
+
+
+def test_written_secrets_show_sizes_not_values(tmp_path):
+    key = "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "tls"},
+        "data": {"tls.key": base64.b64encode(key.encode()).decode()},
+        "stringData": {"ca.crt": key},
+    }
+
+    class Program:
+        def manifests(self, kind: str | None = None) -> list[dict[str, Any]]:
+            return [secret]
+
+    lab_run._write_objects(Program(), tmp_path / "objects")  # type: ignore[arg-type]
+    written = (tmp_path / "objects" / "secret-tls.yaml").read_text()
+    assert "PRIVATE KEY" not in written and secret["data"]["tls.key"] not in written
+    assert "secret" not in written.replace("kind: Secret", "")
+    shown = yaml.safe_load(written)
+    size = f"<{len(key)} bytes, in the pod's volume>"
+    assert shown["data"] == {"tls.key": size} and shown["stringData"] == {"ca.crt": size}
 
 
 # ---------------------------------------------------------------- what the machine can do
