@@ -26,7 +26,16 @@ from components.settings import DEFAULT_IMAGE, check_unknown_keys, parse_setting
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
-from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, peer_hosts, settled
+from .evidence import (
+    CELL_MEANINGS,
+    LogTail,
+    RejectionMatrix,
+    health_ok,
+    last_log_lines,
+    metric_value,
+    peer_hosts,
+    settled,
+)
 from .netns_http import NetnsHttp
 from .pods import Container, flag_value, image_binaries, materialize
 from .program import LabInputError, ProgramRun, run_program, stack_config
@@ -51,6 +60,7 @@ class MemberReport:
     leader: bool = False
     exit_code: int | None = None
     probes: dict[str, bool] = field(default_factory=dict)  # readiness/liveness -> passed
+    last_log_lines: list[str] = field(default_factory=list)  # of a member that exited: why
 
 
 @dataclass
@@ -75,6 +85,8 @@ class LabReport:
         return self.verdict == self.predicted
 
     def as_dict(self) -> dict[str, Any]:
+        """Everything the human report (lab.report.render) shows, as data."""
+        shown = {cell for row in self.matrix.as_dict().values() for cell in row.values()}
         return {
             "stack": self.stack,
             "etcd": {"path": self.etcd_path, "version": self.etcd_version},
@@ -88,14 +100,17 @@ class LabReport:
                     "healthy": m.healthy,
                     "leader": m.leader,
                     "exitCode": m.exit_code,
+                    "lastLogLines": m.last_log_lines,
                     "probes": m.probes,
                 }
                 for m in self.members
             ],
             "peerMatrix": self.matrix.as_dict(),
+            "peerMatrixLegend": {value: text for value, text in CELL_MEANINGS.items() if value in shown},
             "sanRejections": self.matrix.total,
             "unknownRejectionSources": self.matrix.unknown_sources,
             "firstRejection": self.matrix.first_line,
+            "firstRefusal": self.matrix.first_refusal,
             "etcdctl": self.etcdctl,
             "warnings": self.warnings,
             "verdict": self.verdict,
@@ -486,19 +501,25 @@ def run_lab(
         verdict, matrix, state = lab.observe(timeout)
         probes = lab.run_probes()
         etcdctl = lab.etcdctl_health(str(program.output("healthCommand"))) if verdict == "healthy" else None
-        members = [
-            MemberReport(
-                name=c.pod,
-                pod_ip=c.pod_ip,
-                service_ip=lab.service_ip(c.pod),
-                pid=lab.processes[c.pod].pid,
-                healthy=state.get(c.pod, (False, False))[0],
-                leader=state.get(c.pod, (False, False))[1],
-                exit_code=lab.processes[c.pod].poll(),
-                probes=probes[c.pod],
+        members = []
+        for c in lab.containers:
+            exit_code = lab.processes[c.pod].poll()
+            members.append(
+                MemberReport(
+                    name=c.pod,
+                    pod_ip=c.pod_ip,
+                    service_ip=lab.service_ip(c.pod),
+                    pid=lab.processes[c.pod].pid,
+                    healthy=state.get(c.pod, (False, False))[0],
+                    leader=state.get(c.pod, (False, False))[1],
+                    exit_code=exit_code,
+                    probes=probes[c.pod],
+                    # Read now: the log goes with the run directory.
+                    last_log_lines=last_log_lines(c.log_path.read_text(errors="replace"))
+                    if exit_code is not None
+                    else [],
+                )
             )
-            for c in lab.containers
-        ]
     lab.timings["total"] = time.monotonic() - total_started
     return LabReport(
         stack=stack,

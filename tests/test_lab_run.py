@@ -630,6 +630,31 @@ def test_written_secrets_show_sizes_not_values(tmp_path):
     assert shown["data"] == {"tls.key": size} and shown["stringData"] == {"ca.crt": size}
 
 
+# ---------------------------------------------------------------- an exited member
+
+
+def test_a_member_that_exits_is_reported_with_its_last_log_lines(etcd_binary, monkeypatch):
+    """Every member gets a flag its etcd does not know: each exits at once, and the
+    report says why (the line before etcd's usage text) although its log is gone."""
+    real_materialize = lab_run.materialize
+
+    def with_unknown_flag(*args: Any, **kwargs: Any) -> Any:
+        container = real_materialize(*args, **kwargs)
+        container.argv.append("--no-such-flag")
+        return container
+
+    monkeypatch.setattr(lab_run, "materialize", with_unknown_flag)
+    report = lab_run.run_lab("skip", etcd_binary, timeout=20)
+    assert (report.verdict, report.timed_out) == ("unhealthy", False)  # decided by the exits
+    why = ["flag provided but not defined: -no-such-flag"]
+    assert [(m.exit_code, m.last_log_lines) for m in report.members] == [(2, why)] * 3
+    text = render(report)
+    for member in report.members:
+        assert f"{member.name} exited 2; its last log lines:\n  {why[0]}\n" in text
+    assert [m["lastLogLines"] for m in report.as_dict()["members"]] == [why] * 3
+    _assert_gone(report)
+
+
 # ---------------------------------------------------------------- what the machine can do
 
 
