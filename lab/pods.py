@@ -33,9 +33,20 @@ _VAR_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 @dataclass(frozen=True)
 class HttpProbe:
-    kind: str  # "readiness" / "liveness"
+    kind: str  # "readiness" / "liveness" / "startup"
     path: str
     port: int
+    # Kubernetes' defaults; a probe fails only after failure_threshold consecutive
+    # failures, one per period, after the initial delay.
+    period_seconds: float = 10
+    failure_threshold: int = 3
+    initial_delay_seconds: float = 0
+    timeout_seconds: float = 1
+
+    @property
+    def failure_window(self) -> float:
+        """Seconds after the start before kubelet can have counted this probe failed."""
+        return self.initial_delay_seconds + self.period_seconds * self.failure_threshold
 
 
 @dataclass
@@ -193,7 +204,15 @@ def materialize(
             )
         port = http["port"]
         probes.append(
-            HttpProbe(kind, http.get("path", "/"), named_ports[port] if isinstance(port, str) else int(port))
+            HttpProbe(
+                kind,
+                http.get("path", "/"),
+                named_ports[port] if isinstance(port, str) else int(port),
+                period_seconds=float(probe.get("periodSeconds", 10)),
+                failure_threshold=int(probe.get("failureThreshold", 3)),
+                initial_delay_seconds=float(probe.get("initialDelaySeconds", 0)),
+                timeout_seconds=float(probe.get("timeoutSeconds", 1)),
+            )
         )
     log_path = pod_dir / "container.log"
     return Container(plan.name, plan.netns, plan.ip, argv, log_path, mounts, env, probes)

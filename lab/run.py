@@ -378,14 +378,49 @@ class Lab:
                 return state
             time.sleep(POLL_SECONDS)
 
-    def run_probes(self) -> dict[str, dict[str, bool]]:
-        """Each container's declared httpGet probes, sent like kubelet: from the node."""
+    def run_probes(self, timeout: float) -> dict[str, dict[str, bool]]:
+        """Each container's declared httpGet probes, sent like kubelet: from the node.
+
+        Kubelet counts a probe failed only after failureThreshold consecutive failures,
+        one per periodSeconds: a member whose metrics listener does not serve yet (the
+        noskip verdict comes ~0.1 s after the start) has failed nothing. So each probe is
+        sent until its port answers; readiness is that answer, liveness and startup are
+        sent until one succeeds, as kubelet would not restart the member before. A probe
+        gives up when its member exits, its failure window ends, or `timeout` seconds
+        after the start (the run's deadline) pass. timings["probes"]: the time it took.
+        """
         assert self.http is not None
-        results: dict[str, dict[str, bool]] = {}
-        for c in self.containers:
-            futures = {p.kind: self.http.get_async(c.pod_ip, p.port, p.path, 1.0) for p in c.probes}
-            results[c.pod] = {kind: f.result().ok for kind, f in futures.items()}
-        return results
+        started = time.monotonic()
+        deadline = self.started_at + timeout
+        pending = {(c.pod, p.kind): (c, p) for c in self.containers for p in c.probes}
+        passed: dict[tuple[str, str], bool] = {}
+        while True:
+            now = time.monotonic()
+            bounds = {
+                key: min(deadline, self.started_at + p.failure_window) for key, (_, p) in pending.items()
+            }
+            futures = {
+                key: self.http.get_async(
+                    c.pod_ip, p.port, p.path, max(0.1, min(p.timeout_seconds, bounds[key] - now))
+                )
+                for key, (c, p) in pending.items()
+            }
+            for key, future in futures.items():
+                answer = future.result()
+                container, probe = pending[key]
+                if (
+                    answer.ok
+                    or (answer.status is not None and probe.kind == "readiness")
+                    or self.processes[container.pod].poll() is not None
+                    or time.monotonic() >= bounds[key]
+                ):
+                    passed[key] = answer.ok
+                    del pending[key]
+            if not pending:
+                break
+            time.sleep(POLL_SECONDS)
+        self.timings["probes"] = time.monotonic() - started
+        return {c.pod: {p.kind: passed[(c.pod, p.kind)] for p in c.probes} for c in self.containers}
 
     def observe(self, timeout: float) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
         """Poll until the evidence is conclusive or the deadline passes.
@@ -499,7 +534,7 @@ def run_lab(
         lab.timings["program"] = program_seconds
         lab.start()
         verdict, matrix, state = lab.observe(timeout)
-        probes = lab.run_probes()
+        probes = lab.run_probes(timeout)
         etcdctl = lab.etcdctl_health(str(program.output("healthCommand"))) if verdict == "healthy" else None
         members = []
         for c in lab.containers:

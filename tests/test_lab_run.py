@@ -209,12 +209,9 @@ def test_noskip_members_reject_each_other(etcd_binary, hostile_lab_env, live_run
     assert "does not match any of DNSNames" in first
     assert any(f'\\"{m.pod_ip}\\"' in first for m in report.members), first
     assert not any(m.healthy or m.leader for m in report.members)
-    # No leader: not ready. Both probes are declared; whether liveness passed in this
-    # snapshot depends on timing: the verdict (~0.1 s after start) can come before a
-    # member serves its metrics listener. Liveness without a leader is
-    # test_leaderless_members_are_live_but_not_ready.
-    assert all(set(m.probes) == {"readiness", "liveness"} for m in report.members)
-    assert not any(m.probes["readiness"] for m in report.members)
+    # No leader: not ready (/health answers 503), but live (/metrics answers): kubelet
+    # would not restart members that merely lack quorum.
+    assert all(m.probes == {"readiness": False, "liveness": True} for m in report.members)
     # Every member is reached through its Service address, not its pod IP.
     assert all(m.service_ip and m.service_ip.startswith("10.96.") for m in report.members)
     live_run()
@@ -230,17 +227,10 @@ def test_leaderless_members_are_live_but_not_ready(etcd_binary):
     with lab_run.Lab(program, etcd_binary) as lab:
         lab.start()
         verdict, _, _ = lab.observe(30.0)
-        # Until each member serves its metrics listener (kubelet counts a refused probe as
-        # one of failureThreshold failures).
-        deadline = time.monotonic() + 10
-        probes = lab.run_probes()
-        while not all(p["liveness"] for p in probes.values()) and time.monotonic() < deadline:
-            time.sleep(lab_run.POLL_SECONDS)
-            probes = lab.run_probes()
-        samples = [probes]
+        samples = [lab.run_probes(30.0)]
         for _ in range(3):  # leaderless for seconds: still live, still not ready
             time.sleep(1.0)
-            samples.append(lab.run_probes())
+            samples.append(lab.run_probes(30.0))
         state = lab.poll_health()
         paths = {p.kind: p.path for c in lab.containers for p in c.probes}
     assert verdict == "peers rejected"
