@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except INVALID as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except LabEnvironmentError as exc:  # found while building the run's network
+        print(f"lab: cannot run here: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.matches else 1
 
@@ -228,6 +231,9 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
     except INVALID as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except LabEnvironmentError as exc:
+        print(f"lab: cannot run here: {exc}", file=sys.stderr)
+        return 2
     except (intruders.IntruderSetupError, faults.FaultsError) as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -64,6 +64,13 @@ _LOCAL_MEMBER_MSGS_35 = ("starting local member", "restarting local member")
 
 Cell = Literal["-", "rejected", "refused", "accepted", "unknown"]
 CELL_VALUES: tuple[Cell, ...] = ("rejected", "refused", "accepted", "unknown")
+# What each peer-matrix value proves, in words for the reports (the module doc has the lines).
+CELL_MEANINGS: dict[Cell, str] = {
+    "accepted": "the receiving member's log shows it accepted a peer stream from the connecting member",
+    "rejected": "the receiving member refused the connecting member's certificate by SAN",
+    "refused": "another peer-auth refusal on that connection (CN pin, unknown CA, certificate refused)",
+    "unknown": "no evidence either way in the logs",
+}
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,28 @@ def health_ok(body: str) -> bool:
         return str(json.loads(body).get("health")) == "true"
     except (ValueError, AttributeError):
         return False
+
+
+def settled(state: dict[str, tuple[bool, bool]]) -> bool:
+    """member -> (healthy, leader): every member healthy and exactly one leader.
+
+    /health is each member's own view (it sees some leader); exactly one member that
+    counts itself leader (etcd_server_is_leader) is the cluster agreeing. Around an
+    election there can be none yet, or an old leader that has not stepped down.
+    """
+    return all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1
+
+
+def last_log_lines(text: str, count: int = 3) -> list[str]:
+    """The last `count` non-empty lines of a member's log: why it exited.
+
+    etcd prints its usage text after a flag error ("flag provided but not defined"):
+    the lines before that usage say why, so it is cut off.
+    """
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if "Usage:" in lines:
+        lines = lines[: len(lines) - 1 - lines[::-1].index("Usage:")]
+    return lines[-count:]
 
 
 @dataclass

@@ -747,7 +747,7 @@ def run_faults(
         ]
         context = client_context(lab, lab.containers[0])
         lab.start()
-        verdict, _, _ = lab.observe(len(lab.containers), timeout)
+        verdict, _, _ = lab.observe(timeout)
         if verdict != "healthy":
             report.problem = f"the cluster did not become healthy within {timeout:g} s ({verdict})"
             return report

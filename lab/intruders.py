@@ -591,7 +591,7 @@ def run_intruders(
         )
         cases = intruder_cases(program, first, access)
         lab.start()
-        verdict, _, _ = lab.observe(len(lab.containers), timeout)
+        verdict, _, _ = lab.observe(timeout)
         if verdict != "healthy":
             report.problem = f"the cluster did not become healthy within {timeout:g} s ({verdict})"
             return report

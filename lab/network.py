@@ -639,6 +639,40 @@ def _pids_by_namespace_id(ids: Mapping[tuple[int, int], str]) -> dict[str, list[
     return found
 
 
+def probe_namespace(name: str) -> None:
+    """Create namespace `name` and do in it what a run does: a bridge with a veth pair,
+    an iptables-restore of a Service DNAT and the REJECT rule. The caller deletes it
+    (remove_namespaces), whatever happened.
+
+    Raises LabNetworkError naming the first step this machine cannot do.
+    """
+    rules = (
+        "*nat\n"
+        f"-A OUTPUT -d {FIRST_SERVICE_IP}/32 -p tcp -m tcp --dport 2380 "
+        f"-j DNAT --to-destination {POD_CIDR.network_address + FIRST_POD_HOST}:2380\n"
+        f"COMMIT\n*filter\n-A OUTPUT -d {SERVICE_CIDR} -j REJECT\nCOMMIT\n"
+    )
+    links = (
+        f"link add {BRIDGE} type bridge\n"
+        "link add vh0 type veth peer name eth0\n"
+        f"link set vh0 master {BRIDGE}\n"
+    )
+    steps = (
+        ("no network namespaces", ["ip", "netns", "add", name], None),
+        ("no bridge or veth links in a network namespace", ["ip", "-n", name, "-batch", "-"], links),
+        (
+            "no iptables DNAT and REJECT in a network namespace",
+            proc.netns_argv(name, ["iptables-restore", "--noflush"]),
+            rules,
+        ),
+    )
+    for missing, argv, script in steps:
+        try:
+            proc.run(argv, input=script)
+        except proc.CommandError as exc:
+            raise LabNetworkError(f"{missing}: {exc}") from None
+
+
 def list_lab_namespaces() -> list[str]:
     """Names of existing network namespaces with the lab's prefix."""
     out = proc.run(["ip", "netns", "list"]).stdout

@@ -1,12 +1,14 @@
 """Turn declared Pods into local processes: volumes become directories, Secrets become
 files at their mount paths (paths rewritten into the run directory), the image's etcd
-becomes the local binary, and the container's securityContext becomes setpriv options.
+becomes the local binary, the container's securityContext becomes setpriv options, and
+its declared env becomes the process's whole environment.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +23,30 @@ class LabPodError(ValueError):
     """The Pod asks for something the lab cannot run."""
 
 
+# PATH as container runtimes set it when the image declares none (containerd's default,
+# also the etcd images' own). The lab runs its own tools (ip, setpriv) by absolute path.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Pod fields an env var may take with valueFrom.fieldRef (those the lab knows a value for).
+_FIELD_REFS = ("metadata.name", "metadata.namespace", "status.podIP")
+_VAR_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
 @dataclass(frozen=True)
 class HttpProbe:
-    kind: str  # "readiness" / "liveness"
+    kind: str  # "readiness" / "liveness" / "startup"
     path: str
     port: int
+    # Kubernetes' defaults; a probe fails only after failure_threshold consecutive
+    # failures, one per period, after the initial delay.
+    period_seconds: float = 10
+    failure_threshold: int = 3
+    initial_delay_seconds: float = 0
+    timeout_seconds: float = 1
+
+    @property
+    def failure_window(self) -> float:
+        """Seconds after the start before kubelet can have counted this probe failed."""
+        return self.initial_delay_seconds + self.period_seconds * self.failure_threshold
 
 
 @dataclass
@@ -36,6 +57,9 @@ class Container:
     argv: list[str]  # what runs inside the namespace (setpriv + etcd + rewritten args)
     log_path: Path
     mounts: dict[str, Path]  # mountPath -> local directory
+    # The process's whole environment: the declared env on DEFAULT_PATH, never the
+    # lab's (an ETCD_* or ETCDCTL_* variable there would change what runs).
+    env: dict[str, str]
     probes: list[HttpProbe] = field(default_factory=list)
 
     def rewrite(self, text: str) -> str:
@@ -65,6 +89,26 @@ def secret_files(secret: dict[str, Any]) -> dict[str, bytes]:
     files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
     files.update({k: str(v).encode() for k, v in (secret.get("stringData") or {}).items()})
     return files
+
+
+def container_env(container: dict[str, Any], plan: PodPlan) -> dict[str, str]:
+    """The environment Kubernetes gives the container: its declared `env` (values and the
+    pod fields the lab knows), on the default PATH unless it declares its own."""
+    if container.get("envFrom"):
+        raise LabPodError(f"pod {plan.name}: envFrom is not supported by the lab")
+    fields = {"metadata.name": plan.name, "metadata.namespace": plan.namespace, "status.podIP": plan.ip}
+    env = {"PATH": DEFAULT_PATH}
+    for var in container.get("env") or []:
+        name, source = var["name"], var.get("valueFrom")
+        if source is None:
+            env[name] = str(var.get("value", ""))
+        elif set(source) == {"fieldRef"} and source["fieldRef"].get("fieldPath") in _FIELD_REFS:
+            env[name] = fields[source["fieldRef"]["fieldPath"]]
+        else:
+            raise LabPodError(
+                f"pod {plan.name}: env {name}: only value and fieldRef {', '.join(_FIELD_REFS)} are supported"
+            )
+    return env
 
 
 def materialize(
@@ -118,6 +162,12 @@ def materialize(
 
     mounts = {m["mountPath"]: volume_dirs[m["name"]] for m in container.get("volumeMounts") or []}
     command = [*(container.get("command") or []), *(container.get("args") or [])]
+    env = container_env(container, plan)
+    declared = {var["name"] for var in container.get("env") or []}
+    for arg in command:
+        # Kubernetes expands $(VAR) of a declared variable in command and args; the lab does not.
+        if any(name in declared for name in _VAR_REFERENCE.findall(arg)):
+            raise LabPodError(f"pod {plan.name}: {arg!r}: $(VAR) expansion is not supported by the lab")
     if not command or command[0] not in binaries:
         raise LabPodError(f"pod {plan.name}: command {command[:1]} is not one of {sorted(binaries)}")
     binary = binaries[command[0]]
@@ -133,7 +183,8 @@ def materialize(
     argv = [str(binary), *(rewrite_paths(arg, mounts) for arg in command[1:])]
     if uid != 0 or gid != 0:
         groups = ",".join(str(g) for g in dict.fromkeys([gid, *([int(fs_group)] if fs_group else [])]))
-        privileges = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={groups}"]
+        setpriv = shutil.which("setpriv") or "setpriv"  # absolute: the pod's PATH is its own
+        privileges = [setpriv, f"--reuid={uid}", f"--regid={gid}", f"--groups={groups}"]
         if security.get("allowPrivilegeEscalation") is False:
             privileges.append("--no-new-privs")
         if "ALL" in ((security.get("capabilities") or {}).get("drop") or []):
@@ -153,10 +204,18 @@ def materialize(
             )
         port = http["port"]
         probes.append(
-            HttpProbe(kind, http.get("path", "/"), named_ports[port] if isinstance(port, str) else int(port))
+            HttpProbe(
+                kind,
+                http.get("path", "/"),
+                named_ports[port] if isinstance(port, str) else int(port),
+                period_seconds=float(probe.get("periodSeconds", 10)),
+                failure_threshold=int(probe.get("failureThreshold", 3)),
+                initial_delay_seconds=float(probe.get("initialDelaySeconds", 0)),
+                timeout_seconds=float(probe.get("timeoutSeconds", 1)),
+            )
         )
     log_path = pod_dir / "container.log"
-    return Container(plan.name, plan.netns, plan.ip, argv, log_path, mounts, probes)
+    return Container(plan.name, plan.netns, plan.ip, argv, log_path, mounts, env, probes)
 
 
 def image_binaries(etcd: Path, etcdctl: Path | None) -> dict[str, Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -49,8 +50,13 @@ def run(
     timeout: float = 10,
     check: bool = True,
     input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short command to completion, capturing text stdout and stderr."""
+    """Run a short command to completion, capturing text stdout and stderr.
+
+    `env` None: the lab's own environment (for the lab's tools); a command that runs
+    inside a pod gets that pod's environment instead.
+    """
     try:
         result = subprocess.run(
             argv,
@@ -58,6 +64,7 @@ def run(
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
             # Without input, do not let the command read the lab's terminal.
             stdin=None if input is not None else subprocess.DEVNULL,
         )
@@ -81,8 +88,9 @@ def netns_argv(ns: str, argv: list[str]) -> list[str]:
 
     `ip netns exec` execs the command (so a spawned PID is the real process),
     and bind-mounts /etc/netns/<ns>/hosts and resolv.conf over /etc/* for it.
+    `ip` is found on the lab's PATH: a pod's environment (and PATH) is its own.
     """
-    return ["ip", "netns", "exec", ns, *argv]
+    return [shutil.which("ip") or "ip", "netns", "exec", ns, *argv]
 
 
 def spawn(
@@ -94,9 +102,10 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a long-running process with its output appended to files.
 
-    stderr goes to stdout_path when stderr_path is None. Appending keeps the
-    log of an earlier incarnation when a member is restarted with the same
-    paths. The new session keeps Ctrl-C on the lab's terminal from reaching
+    `env` None inherits the lab's environment; a pod's process gets its own
+    (lab.pods.Container.env). stderr goes to stdout_path when stderr_path is
+    None. Appending keeps the log of an earlier incarnation when a member is
+    restarted with the same paths. The new session keeps Ctrl-C on the lab's terminal from reaching
     the process directly: the lab decides how and when to stop it.
     """
     with open(stdout_path, "ab") as out:

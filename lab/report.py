@@ -6,16 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from .evidence import CELL_MEANINGS
 from .program import PROJECT_DIR
 from .run import LabReport
-
-# What each peer-matrix value proves (lab.evidence has the log lines behind them).
-CELL_MEANINGS = {
-    "accepted": "the receiving member's log shows it accepted a peer stream from the connecting member",
-    "rejected": "the receiving member refused the connecting member's certificate by SAN",
-    "refused": "another peer-auth refusal on that connection (CN pin, unknown CA, certificate refused)",
-    "unknown": "no evidence either way in the logs",
-}
 
 
 def shown_path(path: str | Path) -> str:
@@ -62,6 +55,10 @@ def render(report: LabReport) -> str:
             ]
         )
     lines += _table(rows)
+    for m in report.members:
+        if m.last_log_lines:
+            lines += [f"{m.name} exited {m.exit_code}; its last log lines:"]
+            lines += [f"  {line}" for line in m.last_log_lines]
     names = report.matrix.members
     lines += ["", "peer connections (row: receiving member, column: connecting member):"]
     matrix_rows = [["", *names]] + [[r, *(report.matrix.cell(r, c) for c in names)] for r in names]

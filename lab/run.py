@@ -4,8 +4,10 @@ report, tear down. Every wait is a poll on a condition with a deadline.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -24,12 +26,21 @@ from components.settings import DEFAULT_IMAGE, check_unknown_keys, parse_setting
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
-from .evidence import LogTail, RejectionMatrix, health_ok, metric_value, peer_hosts
+from .evidence import (
+    CELL_MEANINGS,
+    LogTail,
+    RejectionMatrix,
+    health_ok,
+    last_log_lines,
+    metric_value,
+    peer_hosts,
+    settled,
+)
 from .netns_http import NetnsHttp
 from .pods import Container, flag_value, image_binaries, materialize
 from .program import LabInputError, ProgramRun, run_program, stack_config
 
-__all__ = ["LabInputError"]  # re-exported for the CLI
+__all__ = ["LabInputError", "settled"]  # re-exported for the CLI and the scenarios
 
 POLL_SECONDS = 0.05
 PROJECT_KEY = "etcd-peer-san"
@@ -49,6 +60,7 @@ class MemberReport:
     leader: bool = False
     exit_code: int | None = None
     probes: dict[str, bool] = field(default_factory=dict)  # readiness/liveness -> passed
+    last_log_lines: list[str] = field(default_factory=list)  # of a member that exited: why
 
 
 @dataclass
@@ -73,6 +85,8 @@ class LabReport:
         return self.verdict == self.predicted
 
     def as_dict(self) -> dict[str, Any]:
+        """Everything the human report (lab.report.render) shows, as data."""
+        shown = {cell for row in self.matrix.as_dict().values() for cell in row.values()}
         return {
             "stack": self.stack,
             "etcd": {"path": self.etcd_path, "version": self.etcd_version},
@@ -86,14 +100,17 @@ class LabReport:
                     "healthy": m.healthy,
                     "leader": m.leader,
                     "exitCode": m.exit_code,
+                    "lastLogLines": m.last_log_lines,
                     "probes": m.probes,
                 }
                 for m in self.members
             ],
             "peerMatrix": self.matrix.as_dict(),
+            "peerMatrixLegend": {value: text for value, text in CELL_MEANINGS.items() if value in shown},
             "sanRejections": self.matrix.total,
             "unknownRejectionSources": self.matrix.unknown_sources,
             "firstRejection": self.matrix.first_line,
+            "firstRefusal": self.matrix.first_refusal,
             "etcdctl": self.etcdctl,
             "warnings": self.warnings,
             "verdict": self.verdict,
@@ -105,18 +122,30 @@ class LabReport:
 
 
 def check_environment() -> None:
-    """Raise LabEnvironmentError naming the first thing the lab cannot do here."""
-    import os
+    """Raise LabEnvironmentError naming the first thing the lab cannot do here.
 
+    Does, once, in a throwaway namespace, what a run does (network.probe_namespace):
+    merely listing namespaces succeeds where none can be made, e.g. in a user namespace
+    (`unshare -U -r`), whose root is not the machine's.
+    """
     if os.geteuid() != 0:
         raise LabEnvironmentError("not root: the lab creates network namespaces (run it as root)")
     for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
             raise LabEnvironmentError(f"no {tool}: install the Debian package {package}")
+    probe = f"{network.NETNS_PREFIX}{network.new_run_id()}-probe"
     try:
-        proc.run(["ip", "netns", "list"], timeout=5)
-    except proc.CommandError as exc:
-        raise LabEnvironmentError(f"no network namespaces: {exc}") from None
+        network.probe_namespace(probe)
+    except network.LabNetworkError as exc:
+        raise LabEnvironmentError(_one_line(str(exc))) from None
+    finally:
+        with _signals_deferred():
+            network.remove_namespaces([probe])
+
+
+def _one_line(text: str) -> str:
+    """A command's error (its stderr may span lines) as the one line exit 2 promises."""
+    return " ".join(text.split())
 
 
 def prepare(etcd: str | None) -> EtcdBinary:
@@ -155,13 +184,17 @@ def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> Progr
 
 
 def _write_objects(program: ProgramRun, directory: Path) -> None:
-    """The declared objects as YAML, so users can read exactly what ran (keys redacted)."""
+    """The declared objects as YAML, so users can read exactly what ran (Secret values
+    redacted, `data` and `stringData` alike)."""
     directory.mkdir()
     for manifest in program.manifests():
         shown = dict(manifest)
         if manifest["kind"] == "Secret":
-            data = manifest.get("stringData") or {}
-            shown["stringData"] = {k: f"<{len(str(v))} bytes, in the pod's volume>" for k, v in data.items()}
+            sizes = {k: len(base64.b64decode(v)) for k, v in (manifest.get("data") or {}).items()}
+            sizes.update({k: len(str(v).encode()) for k, v in (manifest.get("stringData") or {}).items()})
+            for key in ("data", "stringData"):
+                if key in manifest:
+                    shown[key] = {k: f"<{sizes[k]} bytes, in the pod's volume>" for k in manifest[key] or {}}
         path = directory / f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(shown, sort_keys=False))
 
@@ -241,7 +274,11 @@ class Lab:
         self.plan = network.plan_network([*manifests, *self.extra_pods], self.run_id, cluster_domain=domain)
         network.RUN_BASE.mkdir(parents=True, exist_ok=True)
         network.RUN_BASE.chmod(0o711)
-        self.net.apply(self.plan)  # creates run_dir and its state file first
+        try:
+            self.net.apply(self.plan)  # creates run_dir and its state file first
+        except (proc.CommandError, network.LabNetworkError) as exc:
+            # check_environment's probe passed, yet the machine cannot build this network.
+            raise LabEnvironmentError(f"cannot build the lab network: {_one_line(str(exc))}") from exc
         self.run_dir.chmod(0o711)
         self.timings["network"] = time.monotonic() - started
 
@@ -266,15 +303,16 @@ class Lab:
     def start(self) -> None:
         self.started_at = time.monotonic()
         for container in self.containers:
-            self.processes[container.pod] = proc.spawn(
-                proc.netns_argv(container.netns, container.argv), stdout_path=container.log_path
-            )
+            self.processes[container.pod] = self._spawn(container)
 
     def restart(self, pod: str) -> None:
-        container = next(c for c in self.containers if c.pod == pod)
-        self.processes[pod] = proc.spawn(
-            proc.netns_argv(container.netns, container.argv), stdout_path=container.log_path
-        )
+        self.processes[pod] = self._spawn(next(c for c in self.containers if c.pod == pod))
+
+    @staticmethod
+    def _spawn(container: Container) -> subprocess.Popen[bytes]:
+        # The container's environment only: the lab's own (ETCD_*, ETCDCTL_*...) stays out.
+        argv = proc.netns_argv(container.netns, container.argv)
+        return proc.spawn(argv, stdout_path=container.log_path, env=container.env)
 
     # ------------------------------------------------------------ teardown
 
@@ -340,18 +378,51 @@ class Lab:
                 return state
             time.sleep(POLL_SECONDS)
 
-    def run_probes(self) -> dict[str, dict[str, bool]]:
-        """Each container's declared httpGet probes, sent like kubelet: from the node."""
-        assert self.http is not None
-        results: dict[str, dict[str, bool]] = {}
-        for c in self.containers:
-            futures = {p.kind: self.http.get_async(c.pod_ip, p.port, p.path, 1.0) for p in c.probes}
-            results[c.pod] = {kind: f.result().ok for kind, f in futures.items()}
-        return results
+    def run_probes(self, timeout: float) -> dict[str, dict[str, bool]]:
+        """Each container's declared httpGet probes, sent like kubelet: from the node.
 
-    def observe(
-        self, predicted_members: int, timeout: float
-    ) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
+        Kubelet counts a probe failed only after failureThreshold consecutive failures,
+        one per periodSeconds: a member whose metrics listener does not serve yet (the
+        noskip verdict comes ~0.1 s after the start) has failed nothing. So each probe is
+        sent until its port answers; readiness is that answer, liveness and startup are
+        sent until one succeeds, as kubelet would not restart the member before. A probe
+        gives up when its member exits, its failure window ends, or `timeout` seconds
+        after the start (the run's deadline) pass. timings["probes"]: the time it took.
+        """
+        assert self.http is not None
+        started = time.monotonic()
+        deadline = self.started_at + timeout
+        pending = {(c.pod, p.kind): (c, p) for c in self.containers for p in c.probes}
+        passed: dict[tuple[str, str], bool] = {}
+        while True:
+            now = time.monotonic()
+            bounds = {
+                key: min(deadline, self.started_at + p.failure_window) for key, (_, p) in pending.items()
+            }
+            futures = {
+                key: self.http.get_async(
+                    c.pod_ip, p.port, p.path, max(0.1, min(p.timeout_seconds, bounds[key] - now))
+                )
+                for key, (c, p) in pending.items()
+            }
+            for key, future in futures.items():
+                answer = future.result()
+                container, probe = pending[key]
+                if (
+                    answer.ok
+                    or (answer.status is not None and probe.kind == "readiness")
+                    or self.processes[container.pod].poll() is not None
+                    or time.monotonic() >= bounds[key]
+                ):
+                    passed[key] = answer.ok
+                    del pending[key]
+            if not pending:
+                break
+            time.sleep(POLL_SECONDS)
+        self.timings["probes"] = time.monotonic() - started
+        return {c.pod: {p.kind: passed[(c.pod, p.kind)] for p in c.probes} for c in self.containers}
+
+    def observe(self, timeout: float) -> tuple[str, RejectionMatrix, dict[str, tuple[bool, bool]]]:
         """Poll until the evidence is conclusive or the deadline passes.
 
         healthy         all members healthy with one leader; then the peer matrix is read
@@ -412,18 +483,14 @@ class Lab:
         if argv[0] not in binaries:
             return {"command": command, "ran": False, "reason": f"{argv[0]} is not available locally"}
         local = [str(binaries[argv[0]]), *(container.rewrite(a) for a in argv[1:])]
-        result = proc.run(proc.netns_argv(container.netns, local), timeout=20, check=False)
+        # As `kubectl exec` runs it: with the container's environment, not the lab's.
+        result = proc.run(proc.netns_argv(container.netns, local), timeout=20, check=False, env=container.env)
         return {
             "command": command,
             "ran": True,
             "ok": result.returncode == 0,
             "output": (result.stdout + result.stderr).strip(),
         }
-
-
-def settled(state: dict[str, tuple[bool, bool]]) -> bool:
-    """Every member healthy and exactly one leader."""
-    return all(h for h, _ in state.values()) and sum(leader for _, leader in state.values()) == 1
 
 
 def _kubectl_exec_pod(words: list[str]) -> str:
@@ -466,22 +533,28 @@ def run_lab(
     with lab:
         lab.timings["program"] = program_seconds
         lab.start()
-        verdict, matrix, state = lab.observe(len(lab.containers), timeout)
-        probes = lab.run_probes()
+        verdict, matrix, state = lab.observe(timeout)
+        probes = lab.run_probes(timeout)
         etcdctl = lab.etcdctl_health(str(program.output("healthCommand"))) if verdict == "healthy" else None
-        members = [
-            MemberReport(
-                name=c.pod,
-                pod_ip=c.pod_ip,
-                service_ip=lab.service_ip(c.pod),
-                pid=lab.processes[c.pod].pid,
-                healthy=state.get(c.pod, (False, False))[0],
-                leader=state.get(c.pod, (False, False))[1],
-                exit_code=lab.processes[c.pod].poll(),
-                probes=probes[c.pod],
+        members = []
+        for c in lab.containers:
+            exit_code = lab.processes[c.pod].poll()
+            members.append(
+                MemberReport(
+                    name=c.pod,
+                    pod_ip=c.pod_ip,
+                    service_ip=lab.service_ip(c.pod),
+                    pid=lab.processes[c.pod].pid,
+                    healthy=state.get(c.pod, (False, False))[0],
+                    leader=state.get(c.pod, (False, False))[1],
+                    exit_code=exit_code,
+                    probes=probes[c.pod],
+                    # Read now: the log goes with the run directory.
+                    last_log_lines=last_log_lines(c.log_path.read_text(errors="replace"))
+                    if exit_code is not None
+                    else [],
+                )
             )
-            for c in lab.containers
-        ]
     lab.timings["total"] = time.monotonic() - total_started
     return LabReport(
         stack=stack,

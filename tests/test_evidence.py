@@ -17,12 +17,23 @@ https://etcd-skip-N.default.svc.cluster.local:2380.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
 import pytest
 
-from lab.evidence import CELL_VALUES, RejectionMatrix, member_id, peer_hosts, read_lines
+from lab.evidence import (
+    CELL_MEANINGS,
+    CELL_VALUES,
+    RejectionMatrix,
+    last_log_lines,
+    member_id,
+    peer_hosts,
+    read_lines,
+    settled,
+)
 from lab.report import render
 from lab.run import Lab, LabReport, MemberReport, evaluate
 from tests.lab_support import lab_namespaces
@@ -397,6 +408,163 @@ def test_the_report_shows_each_value_with_its_meaning_and_json_keeps_the_words()
     assert set(CELL_VALUES) == {"accepted", "rejected", "refused", "unknown"}
 
 
+def _full_report() -> LabReport:
+    """A report with every section the human report can show: each matrix value, both
+    first lines, a member that exited, one without a liveness probe, etcdctl output,
+    a warning, the deadline note and a kept run directory."""
+    matrix = RejectionMatrix(list(MEMBERS))
+    matrix.counts[("etcd-skip-0", "etcd-skip-1")] = 2
+    matrix.refusals[("etcd-skip-1", "etcd-skip-0")] = 1
+    matrix.accepted_streams[("etcd-skip-0", "etcd-skip-2")] = 1
+    matrix.first_line = lines(SAN["3.5.1"]["etcd-noskip-0"])[0]
+    matrix.first_refusal = next(x for x in lines(CN["3.4.23"]["etcd-skip-0"]) if "authentication failed" in x)
+    members = [
+        MemberReport(MEMBERS[0], "10.244.0.10", "10.96.0.10", 10, True, True, None, {"readiness": True}),
+        MemberReport(MEMBERS[1], "10.244.0.11", None, 11, False, False, None, {"readiness": False}),
+        MemberReport(
+            MEMBERS[2],
+            "10.244.0.12",
+            "10.96.0.12",
+            12,
+            exit_code=2,
+            probes={"readiness": False, "liveness": False},
+            last_log_lines=["flag provided but not defined: -no-such-flag"],
+        ),
+    ]
+    members[0].probes["liveness"] = True
+    return LabReport(
+        stack="skip",
+        etcd_path="/x/bin/etcd",
+        etcd_version="3.5.1",
+        run_id="abc123",
+        run_dir="/tmp/etcd-san-lab/abc123",
+        kept=True,
+        members=members,
+        matrix=matrix,
+        verdict="unhealthy",
+        predicted="healthy",
+        timings={
+            "program": 0.25,
+            "network": 0.5,
+            "materialize": 0.75,
+            "verdict": 1.25,
+            "evidence": 0.5,
+            "probes": 0.25,
+            "teardown": 0.75,
+            "total": 3.5,
+        },
+        etcdctl={"command": "kubectl exec ...", "ran": True, "ok": False, "output": "first\nsecond"},
+        warnings=["a warning from the program"],
+        timed_out=True,
+    )
+
+
+def test_json_carries_everything_the_human_report_shows():
+    """Each line of the human report is matched to the JSON value(s) it shows; a line
+    that nothing here claims (a new section without a JSON counterpart) fails too."""
+    report = _full_report()
+    doc = json.loads(json.dumps(report.as_dict()))
+    unclaimed = [line for line in render(report).splitlines() if line.strip()]
+
+    def take(match: str | re.Pattern[str]) -> str:
+        found = [
+            line
+            for line in unclaimed
+            if (match.search(line) if isinstance(match, re.Pattern) else line.strip() == match)
+        ]
+        assert len(found) == 1, (match, found)
+        unclaimed.remove(found[0])
+        return found[0]
+
+    header = take(re.compile(r"^stack "))
+    for value in (doc["stack"], doc["etcd"]["version"], Path(doc["etcd"]["path"]).name, doc["runId"]):
+        assert value in header
+    take(re.compile(r"^member\s+pod IP\s+service IP\s+health\s+leader\s+ready\s+live$"))
+    for m in doc["members"]:
+        health = "healthy" if m["healthy"] else "unhealthy"
+        if m["exitCode"] is not None:
+            health = f"exited {m['exitCode']}"
+        live = m["probes"].get("liveness")
+        row = re.split(r"\s{2,}", take(re.compile(rf"^{m['name']}\s+{re.escape(m['podIp'])}\s")))
+        assert row == [
+            m["name"],
+            m["podIp"],
+            m["serviceIp"] or "-",
+            health,
+            "leader" if m["leader"] else "-",
+            "yes" if m["probes"].get("readiness") else "no",
+            "none declared" if live is None else ("yes" if live else "no"),
+        ]
+        if m["lastLogLines"]:
+            take(f"{m['name']} exited {m['exitCode']}; its last log lines:")
+            assert [take(line) for line in m["lastLogLines"]]
+    take("peer connections (row: receiving member, column: connecting member):")
+    assert take(re.compile(r"^\s+" + r"\s+".join(doc["peerMatrix"]) + "$"))
+    for receiver, row in doc["peerMatrix"].items():
+        assert re.split(r"\s+", take(re.compile(rf"^{receiver}\s+[-a-z]+\s"))) == [receiver, *row.values()]
+    for value, meaning in doc["peerMatrixLegend"].items():
+        take(f"{value}: {meaning}")
+    assert doc["peerMatrixLegend"] == {value: CELL_MEANINGS[value] for value in CELL_VALUES}
+    take("first SAN rejection, verbatim:")
+    take(doc["firstRejection"])
+    take("first other peer-auth refusal, verbatim:")
+    take(doc["firstRefusal"])
+    take(f"etcdctl (the stack's healthCommand): {'ok' if doc['etcdctl']['ok'] else 'FAILED'}")
+    for line in doc["etcdctl"]["output"].splitlines():
+        take(line)
+    for warning in doc["warnings"]:
+        take(f"warning from the program: {warning}")
+    verdict = take(re.compile(r"^verdict: "))
+    assert f"verdict: {doc['verdict']} " in verdict and f"predicted: {doc['predicted']} " in verdict
+    assert verdict.endswith("NOT AS PREDICTED") and doc["match"] is False
+    assert doc["timedOut"] is True
+    assert f"passed after {doc['timings']['verdict']:.2f} s" in take(re.compile(r"--timeout passed"))
+    timing = take(re.compile(r"^time to verdict "))
+    shown = {"verdict": "time to verdict {:.2f} s", "evidence": "({:.2f} s of it", "total": "total {:.2f} s"}
+    for key, value in doc["timings"].items():
+        if key != "probes":  # not in the human line; the JSON carries it as well
+            assert shown.get(key, key + " {:.2f}").format(value) in timing, (key, timing)
+    kept = take(re.compile(r"^kept: "))
+    assert doc["runDir"] in kept
+    assert unclaimed == [], "lines of the human report without a JSON counterpart"
+
+
+# ---------------------------------------------------------------- health, exits
+
+
+@pytest.mark.parametrize(
+    ("state", "healthy"),
+    [
+        ({"a": (True, True), "b": (True, False), "c": (True, False)}, True),
+        ({"a": (True, False), "b": (True, False), "c": (True, False)}, False),  # no leader (yet)
+        ({"a": (True, True), "b": (True, True), "c": (True, False)}, False),  # two leaders
+        ({"a": (True, True), "b": (False, False), "c": (True, False)}, False),  # one member not healthy
+        ({"a": (True, True)}, True),
+    ],
+    ids=["one-leader", "no-leader", "two-leaders", "one-unhealthy", "single-member"],
+)
+def test_healthy_means_every_member_healthy_and_exactly_one_leader(state, healthy):
+    assert settled(state) is healthy
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        ("a\nb\n\nc\nd\n", ["b", "c", "d"]),
+        ("only\n", ["only"]),
+        ("", []),
+        # A flag error: etcd prints its usage text after the line that says why.
+        (
+            "flag provided but not defined: -no-such-flag\nUsage:\n\n"
+            "  etcd [flags]\n    Start an etcd server.\n",
+            ["flag provided but not defined: -no-such-flag"],
+        ),
+    ],
+)
+def test_an_exited_members_last_log_lines_say_why(log, expected):
+    assert last_log_lines(log) == expected
+
+
 # ---------------------------------------------------------------- real members
 
 
@@ -414,7 +582,7 @@ def test_real_members_with_a_mismatching_cn_pin_are_unhealthy_early(etcd_binary)
             ]
         lab.start()
         started = time.monotonic()
-        verdict, matrix, state = lab.observe(len(lab.containers), 30.0)
+        verdict, matrix, state = lab.observe(30.0)
         elapsed = time.monotonic() - started
         logs = {c.pod: c.log_path.read_text() for c in lab.containers}
         assert lab.plan is not None

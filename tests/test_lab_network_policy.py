@@ -69,7 +69,7 @@ def test_only_members_reach_the_peer_port():
     extras = [extra_pod("outsider", {}), extra_pod("client", {CLIENT_LABEL: "etcd-skip"})]
     with Lab(program, binary, extra_pods=extras) as lab:
         lab.start()
-        verdict, _, _ = lab.observe(3, 30)
+        verdict, _, _ = lab.observe(30)
         assert verdict == "healthy"  # members reach each other through the policy
         assert lab.plan is not None
         service = {s.name: s.cluster_ip for s in lab.plan.services}["etcd-skip-1"]
