@@ -639,6 +639,25 @@ def _pids_by_namespace_id(ids: Mapping[tuple[int, int], str]) -> dict[str, list[
     return found
 
 
+# The environment check's throwaway namespace: named after its owner's PID (and start
+# time, as run state files are), so `cleanup` knows when it is an orphan. Not a run id:
+# run ids are hex, so no run's namespaces can start like this.
+_PROBE = re.compile(rf"^{re.escape(NETNS_PREFIX)}probe-(\d+)-(\d+)$")
+
+
+def probe_name() -> str:
+    pid = os.getpid()
+    return f"{NETNS_PREFIX}probe-{pid}-{_proc_start_time(pid)}"
+
+
+def _orphan_probe(name: str) -> bool:
+    match = _PROBE.match(name)
+    if not match:
+        return False
+    pid, started = int(match.group(1)), int(match.group(2))
+    return _proc_start_time(pid) != started
+
+
 def probe_namespace(name: str) -> None:
     """Create namespace `name` and do in it what a run does: a bridge with a veth pair,
     an iptables-restore of a Service DNAT and the REJECT rule. The caller deletes it
@@ -896,7 +915,7 @@ def cleanup(base_dir: Path | str = RUN_BASE, *, force: bool = False, kept: bool 
 
     existing = list_lab_namespaces()
     for n in existing:
-        if force or any(n.startswith(f"{NETNS_PREFIX}{rid}-") for rid in run_ids):
+        if force or _orphan_probe(n) or any(n.startswith(f"{NETNS_PREFIX}{rid}-") for rid in run_ids):
             doomed.add(n)
     # Only names with the lab's prefix and no path tricks, whatever a state file says.
     targets = sorted(n for n in doomed if n.startswith(NETNS_PREFIX) and "/" not in n)

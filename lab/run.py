@@ -133,7 +133,7 @@ def check_environment() -> None:
     for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
             raise LabEnvironmentError(f"no {tool}: install the Debian package {package}")
-    probe = f"{network.NETNS_PREFIX}{network.new_run_id()}-probe"
+    probe = network.probe_name()
     try:
         network.probe_namespace(probe)
     except network.LabNetworkError as exc:

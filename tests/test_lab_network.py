@@ -617,6 +617,25 @@ def test_cleanup_removes_the_leftovers_of_a_dead_run_only(netns_capable: None, r
     assert_gone(live_plan)
 
 
+def test_cleanup_removes_an_orphaned_probe_namespace_only(netns_capable: None, run_base: Path) -> None:
+    """The environment check's namespace, left by a lab killed during the check: gone with
+    plain `cleanup` once its owner is dead, untouched while it lives."""
+    owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        started = network._proc_start_time(owner.pid)
+        orphan, alive = f"esl-probe-{owner.pid}-{started}", network.probe_name()
+        for name in (orphan, alive):
+            proc.run(["ip", "netns", "add", name])
+        assert cleanup(run_base) == []  # both owners alive
+    finally:
+        owner.communicate(b"")
+    try:
+        assert cleanup(run_base) == [f"netns {orphan}"]
+        assert alive in network.list_lab_namespaces()
+    finally:
+        network.remove_namespaces([orphan, alive])
+
+
 def test_parallel_runs_do_not_collide(netns_capable: None, run_base: Path) -> None:
     plans = [plan_network(etcd_manifests(3), new_run_id()) for _ in range(2)]
 

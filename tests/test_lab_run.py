@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+import lab.__main__ as lab_cli
 from lab import network, proc
 from lab import run as lab_run
 from lab.__main__ import _stop
@@ -477,8 +478,10 @@ def test_keep_leaves_the_run_directory_and_cleanup_only_removes_it_when_asked(ow
 
 
 @pytest.fixture
-def cli_signal_handlers() -> Any:
-    """SIGINT and SIGTERM handled as the command line handles them (lab.__main__._stop)."""
+def cli_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """SIGINT and SIGTERM handled as the command line handles them (lab.__main__._stop),
+    once main() has started (before that, _stop only ends the process)."""
+    monkeypatch.setattr(lab_cli, "_main_started", True)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, _stop)
@@ -660,7 +663,8 @@ def test_the_environment_check_makes_uses_and_deletes_a_probe_namespace(monkeypa
     monkeypatch.setattr(proc, "run", record)
     lab_run.check_environment()
     [probe] = [argv[3] for argv in ran if argv[1:3] == ["netns", "add"]]
-    assert re.fullmatch(r"esl-[0-9a-f]{6}-probe", probe)
+    # Named after this process (PID, start time), never a run id: `cleanup` can tell an orphan.
+    assert re.fullmatch(rf"esl-probe-{os.getpid()}-\d+", probe)
     used = [" ".join(argv) for argv in ran if probe in argv]
     assert any(f"-n {probe} -batch -" in cmd for cmd in used)  # bridge and veth
     assert any(f"netns exec {probe} iptables-restore" in cmd for cmd in used)
