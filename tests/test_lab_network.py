@@ -382,7 +382,7 @@ def netns_capable() -> None:
         pytest.skip(
             f"needs root and network namespaces: euid={os.geteuid()}, missing tools: {missing or 'none'}"
         )
-    probe = f"esl-{new_run_id()}-probe"
+    probe = network.probe_name()
     try:
         proc.run(["ip", "netns", "add", probe])
     except proc.CommandError as exc:

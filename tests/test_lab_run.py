@@ -695,7 +695,7 @@ def test_each_probe_step_that_fails_is_named_and_the_probe_is_deleted(failing, e
         lab_run.check_environment()
     message = str(raised.value)
     assert message.startswith(expected) and "\n" not in message and "simulated second line" in message
-    [probe] = {arg for argv in ran for arg in argv if arg.endswith("-probe")}
+    [probe] = {arg for argv in ran for arg in argv if arg.startswith("esl-probe-")}
     assert probe not in lab_namespaces()
 
 
