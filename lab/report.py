@@ -95,7 +95,8 @@ def render(report: LabReport) -> str:
         + "; "
         f"total {t.get('total', 0):.2f} s "
         f"(program {t.get('program', 0):.2f}, network {t.get('network', 0):.2f}, "
-        f"materialize {t.get('materialize', 0):.2f}, teardown {t.get('teardown', 0):.2f})"
+        f"materialize {t.get('materialize', 0):.2f}, probes {t.get('probes', 0):.2f}, "
+        f"teardown {t.get('teardown', 0):.2f})"
     )
     if report.kept:
         lines.append(
