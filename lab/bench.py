@@ -48,7 +48,7 @@ SIZES = (3, 5, 7)
 STACKS = ("skip", "noskip")
 # Debian's etcd 3.4.23 as `make etcd34` unpacks it (ETCD34_BIN overrides).
 ETCD34_DEFAULT = PROJECT_DIR / ".cache" / "etcd-3.4.23" / "usr" / "bin" / "etcd"
-PHASES = ("program", "network", "materialize", "verdict", "teardown")
+PHASES = ("program", "network", "materialize", "verdict", "probes", "teardown")
 BARE_POLL_SECONDS = 0.01
 
 # ---------------------------------------------------------------- pure: numbers and the table
@@ -98,7 +98,7 @@ COLUMNS = (
     ("ratio", 5),
     ("lab CLI s", 9),
     ("ratio", 5),
-    ("CLI: start-up/program/network/files/verdict/teardown s", 54),
+    ("CLI: start-up/program/network/files/verdict/probes/teardown s", 61),
     ("etcd peak MiB", 13),
     ("lab peak MiB", 12),
 )

@@ -43,6 +43,7 @@ def _cell() -> Cell:
                 "network": 0.02,
                 "materialize": 0.03,
                 "verdict": 0.12,
+                "probes": 0.05,
                 "teardown": 0.04,
                 "total": 0.6,
             },
@@ -51,6 +52,7 @@ def _cell() -> Cell:
                 "network": 0.03,
                 "materialize": 0.03,
                 "verdict": 0.10,
+                "probes": 0.06,
                 "teardown": 0.05,
                 "total": 0.6,
             },
@@ -59,6 +61,7 @@ def _cell() -> Cell:
                 "network": 0.02,
                 "materialize": 0.04,
                 "verdict": 0.11,
+                "probes": 0.07,
                 "teardown": 0.04,
                 "total": 0.7,
             },
@@ -80,7 +83,10 @@ def test_row_shows_medians_ratios_against_the_same_cells_baseline_and_the_larges
         ("lab CLI s", "0.96"),
         ("ratio", "8.00"),  # 0.96 / 0.12
         # start-up = wall time - the run's own total: 0.30, 0.36, 0.50
-        ("CLI: start-up/program/network/files/verdict/teardown s", "0.36 / 0.27 / 0.02 / 0.03 / 0.11 / 0.04"),
+        (
+            "CLI: start-up/program/network/files/verdict/probes/teardown s",
+            "0.36 / 0.27 / 0.02 / 0.03 / 0.11 / 0.06 / 0.04",
+        ),
         ("etcd peak MiB", "31"),
         ("lab peak MiB", "86"),
     ]
