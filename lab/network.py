@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import ipaddress
 import json
 import os
@@ -30,7 +31,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -598,10 +599,17 @@ def _proc_start_time(pid: int) -> int | None:
         return None
 
 
+def _pid_namespace() -> int:
+    """This process's PID namespace: a PID only means something inside its own."""
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
 def _owner_alive(state: Mapping[str, Any]) -> bool:
     pid = state.get("owner_pid")
     if not isinstance(pid, int):
         return False
+    if state.get("owner_pid_namespace", _pid_namespace()) != _pid_namespace():
+        return True  # another PID namespace (a container): cannot tell, so never an orphan
     started = _proc_start_time(pid)
     return started is not None and started == state.get("owner_start_time")
 
@@ -642,19 +650,21 @@ def _pids_by_namespace_id(ids: Mapping[tuple[int, int], str]) -> dict[str, list[
 # The environment check's throwaway namespace: named after its owner's PID (and start
 # time, as run state files are), so `cleanup` knows when it is an orphan. Not a run id:
 # run ids are hex, so no run's namespaces can start like this.
-_PROBE = re.compile(rf"^{re.escape(NETNS_PREFIX)}probe-(\d+)-(\d+)$")
+_PROBE = re.compile(rf"^{re.escape(NETNS_PREFIX)}probe-(\d+)-(\d+)-(\d+)$")
 
 
 def probe_name() -> str:
     pid = os.getpid()
-    return f"{NETNS_PREFIX}probe-{pid}-{_proc_start_time(pid)}"
+    return f"{NETNS_PREFIX}probe-{_pid_namespace()}-{pid}-{_proc_start_time(pid)}"
 
 
 def _orphan_probe(name: str) -> bool:
     match = _PROBE.match(name)
     if not match:
         return False
-    pid, started = int(match.group(1)), int(match.group(2))
+    pid_namespace, pid, started = (int(group) for group in match.groups())
+    if pid_namespace != _pid_namespace():
+        return False  # its owner's PIDs are not ours to look up
     return _proc_start_time(pid) != started
 
 
@@ -782,16 +792,17 @@ class Network:
         # enough behind for `cleanup` to find everything.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_state(self.run_dir, plan)
-        with contextlib.suppress(FileExistsError):  # a parallel run may make it first
-            ETC_NETNS.mkdir()
-            (ETC_NETNS / ETC_NETNS_MARKER).touch()
-            self._created.append(("etc_netns_root", str(ETC_NETNS)))
-        for netns, hosts, resolv_conf in plan.etc_files:
-            d = ETC_NETNS / netns
-            d.mkdir()
-            self._created.append(("etc_netns_dir", str(d)))
-            (d / "hosts").write_text(hosts)
-            (d / "resolv.conf").write_text(resolv_conf)
+        with _etc_netns_lock():  # a parallel run's teardown must not remove it meanwhile
+            with contextlib.suppress(FileExistsError):  # a parallel run may make it first
+                ETC_NETNS.mkdir()
+                (ETC_NETNS / ETC_NETNS_MARKER).touch()
+                self._created.append(("etc_netns_root", str(ETC_NETNS)))
+            for netns, hosts, resolv_conf in plan.etc_files:
+                d = ETC_NETNS / netns
+                d.mkdir()
+                self._created.append(("etc_netns_dir", str(d)))
+                (d / "hosts").write_text(hosts)
+                (d / "resolv.conf").write_text(resolv_conf)
 
         add = "".join(f"netns add {n}\n" for n in plan.namespaces)
         try:
@@ -848,17 +859,31 @@ class Network:
         return proc.netns_argv(self.plan.pod(pod_name).netns, argv)
 
 
+@contextlib.contextmanager
+def _etc_netns_lock() -> Iterator[None]:
+    """Serialises, across lab processes, making /etc/netns with a run's entries against
+    removing it when unused: otherwise a teardown can remove it between another run's
+    mkdir and that run's entries. The lock is on the parent directory, so it creates
+    nothing."""
+    fd = os.open(ETC_NETNS.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _remove_etc_netns_if_unused() -> None:
     """Remove /etc/netns if a lab run created it and no namespace uses it now."""
-    try:
-        if os.listdir(ETC_NETNS) != [ETC_NETNS_MARKER]:
-            return  # someone else's, or still in use (then its last user removes it)
-    except FileNotFoundError:
-        return
-    with contextlib.suppress(FileNotFoundError):
-        (ETC_NETNS / ETC_NETNS_MARKER).unlink()
-    with contextlib.suppress(OSError):  # a run created its entry meanwhile
-        ETC_NETNS.rmdir()
+    with _etc_netns_lock():
+        try:
+            if os.listdir(ETC_NETNS) != [ETC_NETNS_MARKER]:
+                return  # someone else's, or still in use (then its last user removes it)
+        except FileNotFoundError:
+            return
+        with contextlib.suppress(OSError):  # only a non-lab writer could interfere now
+            (ETC_NETNS / ETC_NETNS_MARKER).unlink()
+            ETC_NETNS.rmdir()
 
 
 def _write_state(run_dir: Path, plan: NetworkPlan) -> None:
@@ -866,6 +891,7 @@ def _write_state(run_dir: Path, plan: NetworkPlan) -> None:
         "run_id": plan.run_id,
         "owner_pid": os.getpid(),
         "owner_start_time": _proc_start_time(os.getpid()),
+        "owner_pid_namespace": _pid_namespace(),
         "namespaces": list(plan.namespaces),
         "etc_netns": [str(ETC_NETNS / netns) for netns, _, _ in plan.etc_files],
     }

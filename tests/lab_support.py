@@ -46,3 +46,9 @@ BINARIES = {"3.5.1": etcd35, "3.4.23": etcd34}
 def lab_namespaces() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.startswith("esl-")}
+
+
+def mine(removed: list[str], *probes: str) -> list[str]:
+    """What `cleanup` removed, without other labs' orphaned probe namespaces (it removes
+    those machine-wide, and another lab on this machine may have left one)."""
+    return [r for r in removed if not r.startswith("netns esl-probe-") or r[len("netns ") :] in probes]

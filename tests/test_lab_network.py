@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from lab.network import (
     plan_network,
     pod_batch,
 )
+from tests.lab_support import mine
 
 # --------------------------------------------------------------------------
 # Manifest builders
@@ -602,7 +604,7 @@ def test_cleanup_removes_the_leftovers_of_a_dead_run_only(netns_capable: None, r
     live_plan = plan_network(etcd_manifests(1), new_run_id())
     with Network(run_base / live_plan.run_id) as live:
         live.apply(live_plan)
-        removed = cleanup(run_base)
+        removed = mine(cleanup(run_base))
         assert set(removed) == {
             *(f"netns {ns}" for ns in dead_plan.namespaces),
             *(str(ETC_NETNS / ns) for ns in dead_plan.namespaces),
@@ -613,8 +615,43 @@ def test_cleanup_removes_the_leftovers_of_a_dead_run_only(netns_capable: None, r
         assert not proc.is_running(sleeper_pid)
         # The live run (owner: this process) is untouched.
         assert set(live_plan.namespaces) <= set(network.list_lab_namespaces())
-        assert cleanup(run_base) == []
+        assert mine(cleanup(run_base)) == []
     assert_gone(live_plan)
+
+
+def test_a_probe_or_run_of_another_pid_namespace_is_never_an_orphan() -> None:
+    """A PID means nothing outside its PID namespace (a lab in a container): plain cleanup
+    must not take its live probe or run for dead, whatever that PID is here."""
+    ours, other = network._pid_namespace(), network._pid_namespace() + 1
+    dead_pid = 2**22 + 1  # above pid_max's limit: never a live process here
+    assert network._orphan_probe(f"esl-probe-{ours}-{dead_pid}-1")
+    assert not network._orphan_probe(f"esl-probe-{other}-{dead_pid}-1")
+    assert not network._orphan_probe(network.probe_name())
+    state = {"owner_pid": dead_pid, "owner_start_time": 1}
+    assert not network._owner_alive({**state, "owner_pid_namespace": ours})
+    assert network._owner_alive({**state, "owner_pid_namespace": other})
+
+
+def test_removing_an_unused_etc_netns_waits_for_a_run_making_its_entries(tmp_path, monkeypatch) -> None:
+    """A run makes /etc/netns (if missing) and its entries under a lock; a teardown that
+    finds /etc/netns unused removes it under the same lock, so it can never remove it
+    between another run's mkdir and that run's entries."""
+    etc_netns = tmp_path / "netns"
+    etc_netns.mkdir()
+    (etc_netns / network.ETC_NETNS_MARKER).touch()
+    monkeypatch.setattr(network, "ETC_NETNS", etc_netns)
+    with network._etc_netns_lock():  # a run, between its mkdir and its entries
+        teardown = threading.Thread(target=network._remove_etc_netns_if_unused)
+        teardown.start()
+        teardown.join(timeout=0.5)
+        assert teardown.is_alive(), "the teardown did not wait for the lock"
+        (etc_netns / "esl-abc123-node").mkdir()
+    teardown.join(timeout=10)
+    assert not teardown.is_alive()
+    assert sorted(os.listdir(etc_netns)) == sorted([network.ETC_NETNS_MARKER, "esl-abc123-node"])
+    (etc_netns / "esl-abc123-node").rmdir()  # the run's teardown: now it is unused
+    network._remove_etc_netns_if_unused()
+    assert not etc_netns.exists()
 
 
 def test_cleanup_removes_an_orphaned_probe_namespace_only(netns_capable: None, run_base: Path) -> None:
@@ -623,14 +660,15 @@ def test_cleanup_removes_an_orphaned_probe_namespace_only(netns_capable: None, r
     owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         started = network._proc_start_time(owner.pid)
-        orphan, alive = f"esl-probe-{owner.pid}-{started}", network.probe_name()
+        orphan = f"esl-probe-{network._pid_namespace()}-{owner.pid}-{started}"
+        alive = network.probe_name()
         for name in (orphan, alive):
             proc.run(["ip", "netns", "add", name])
-        assert cleanup(run_base) == []  # both owners alive
+        assert mine(cleanup(run_base), orphan) == []  # both owners alive
     finally:
         owner.communicate(b"")
     try:
-        assert cleanup(run_base) == [f"netns {orphan}"]
+        assert mine(cleanup(run_base), orphan) == [f"netns {orphan}"]
         assert alive in network.list_lab_namespaces()
     finally:
         network.remove_namespaces([orphan, alive])

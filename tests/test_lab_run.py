@@ -25,7 +25,7 @@ from lab.__main__ import _stop
 from lab.__main__ import main as lab_main
 from lab.pods import DEFAULT_PATH, LabPodError, materialize
 from lab.report import render
-from tests.lab_support import BINARIES, ROOT, lab_namespaces, require_lab
+from tests.lab_support import BINARIES, ROOT, lab_namespaces, mine, require_lab
 
 pytestmark = pytest.mark.lab
 
@@ -468,9 +468,9 @@ def test_keep_leaves_the_run_directory_and_cleanup_only_removes_it_when_asked(ow
         assert not Path(f"/proc/{member.pid}").exists()
     # Only the directory stays: the namespaces went with the run.
     assert not [n for n in lab_namespaces() if n.startswith(f"esl-{report.run_id}-")]
-    assert network.cleanup(network.RUN_BASE) == []
+    assert mine(network.cleanup(network.RUN_BASE)) == []
     assert run_dir.is_dir()
-    assert network.cleanup(network.RUN_BASE, kept=True) == [str(run_dir)]
+    assert mine(network.cleanup(network.RUN_BASE, kept=True)) == [str(run_dir)]
     assert not run_dir.exists()
 
 
@@ -664,7 +664,7 @@ def test_the_environment_check_makes_uses_and_deletes_a_probe_namespace(monkeypa
     lab_run.check_environment()
     [probe] = [argv[3] for argv in ran if argv[1:3] == ["netns", "add"]]
     # Named after this process (PID, start time), never a run id: `cleanup` can tell an orphan.
-    assert re.fullmatch(rf"esl-probe-{os.getpid()}-\d+", probe)
+    assert re.fullmatch(rf"esl-probe-{network._pid_namespace()}-{os.getpid()}-\d+", probe)
     used = [" ".join(argv) for argv in ran if probe in argv]
     assert any(f"-n {probe} -batch -" in cmd for cmd in used)  # bridge and veth
     assert any(f"netns exec {probe} iptables-restore" in cmd for cmd in used)
