@@ -213,6 +213,9 @@ def test_noskip_members_reject_each_other(etcd_binary, hostile_lab_env, live_run
     # No leader: not ready (/health answers 503), but live (/metrics answers): kubelet
     # would not restart members that merely lack quorum.
     assert all(m.probes == {"readiness": False, "liveness": True} for m in report.members)
+    # A 503 decides readiness at once, as kubelet's first failed probe would: the lab does
+    # not keep asking until the 15 s failure window (period 5 s x 3) runs out.
+    assert report.timings["probes"] < 5.0
     # Every member is reached through its Service address, not its pod IP.
     assert all(m.service_ip and m.service_ip.startswith("10.96.") for m in report.members)
     live_run()
@@ -641,6 +644,8 @@ def test_a_member_that_exits_is_reported_with_its_last_log_lines(etcd_binary, mo
     assert (report.verdict, report.timed_out) == ("unhealthy", False)  # decided by the exits
     why = ["flag provided but not defined: -no-such-flag"]
     assert [(m.exit_code, m.last_log_lines) for m in report.members] == [(2, why)] * 3
+    # An exited member's probes end with it, not at the run's 20 s deadline.
+    assert report.timings["probes"] < 5.0
     text = render(report)
     for member in report.members:
         assert f"{member.name} exited 2; its last log lines:\n  {why[0]}\n" in text
@@ -669,6 +674,27 @@ def test_the_environment_check_makes_uses_and_deletes_a_probe_namespace(monkeypa
     assert any(f"-n {probe} -batch -" in cmd for cmd in used)  # bridge and veth
     assert any(f"netns exec {probe} iptables-restore" in cmd for cmd in used)
     assert probe not in lab_namespaces()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_probe_namespace_is_deleted_is_held_until_it_is_gone(
+    sig, monkeypatch, cli_signal_handlers
+):
+    require_lab()
+    real = network.remove_namespaces
+    deleted: list[list[str]] = []
+
+    def signal_first(names: Any) -> Any:
+        names = list(names)
+        signal.raise_signal(sig)  # the handler runs now, unless signals are held
+        deleted.append(names)
+        return real(names)
+
+    monkeypatch.setattr(network, "remove_namespaces", signal_first)
+    with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else SystemExit):
+        lab_run.check_environment()
+    [[probe]] = deleted
+    assert probe.startswith("esl-probe-") and probe not in lab_namespaces()
 
 
 @pytest.mark.parametrize(
