@@ -25,7 +25,8 @@ from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.settings import SettingsError
+from components.pulumi_config import NOT_A_SECRET
+from components.settings import PROJECT, REDACTED, SettingsError
 
 from .tls_emulation import TLS_RESOURCES
 
@@ -196,6 +197,11 @@ def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
     config = document.get("config") or {}
     if not isinstance(config, dict):
         raise LabInputError(f"{path.name}: 'config' must be a mapping of keys to values, got {config!r}")
+    for key, value in config.items():
+        # `pulumi config set --secret` writes {secure: <ciphertext>}; the program refuses a
+        # secret value for its own keys, and the lab could not decrypt it anyway.
+        if str(key).startswith(f"{PROJECT}:") and isinstance(value, dict) and "secure" in value:
+            raise SettingsError(str(key)[len(PROJECT) + 1 :], REDACTED, NOT_A_SECRET, secret=True)
     return {key: _cli_string(value) for key, value in config.items()}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import PROJECT
+from components.settings import PROJECT, SettingsError
 from lab import network
 from lab.__main__ import EXIT_INVALID, _overrides
 from lab.__main__ import main as lab_main
@@ -170,6 +170,19 @@ def test_unreadable_stack_files_are_invalid_requests(tmp_path, text, expected):
     with pytest.raises(LabInputError) as raised:
         stack_config("broken", tmp_path)
     assert expected in str(raised.value)
+
+
+def test_a_secret_value_in_a_stack_file_is_refused_like_the_program_refuses_it(tmp_path):
+    (tmp_path / "Pulumi.sealed.yaml").write_text(
+        f"config:\n  kubernetes:context: kind-kind\n  {PROJECT}:members:\n    secure: v1:abc:def\n"
+    )
+    with pytest.raises(SettingsError) as raised:
+        stack_config("sealed", tmp_path)
+    assert str(raised.value) == (
+        f"invalid configuration {PROJECT}:members = [secret]: must not be a secret: its value is "
+        "written in plain text into object names, commands and outputs; set it without --secret"
+    )
+    assert "v1:abc" not in str(raised.value)
 
 
 def test_config_keys_may_carry_the_project_namespace():
