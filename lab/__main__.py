@@ -58,7 +58,7 @@ try:
     from . import network
     from .etcd_binary import EtcdBinary
     from .report import render
-    from .run import LabEnvironmentError, LabInputError, prepare, run_lab
+    from .run import LabEnvironmentError, LabInputError, given_config, prepare, require_root, run_lab
 except ImportError as missing:
     if __name__ != "__main__":
         raise
@@ -175,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "cleanup":
+        try:
+            require_root()
+        except LabEnvironmentError as exc:
+            print(f"lab: cannot run here: {exc}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
         for item in network.cleanup(network.RUN_BASE, force=args.force, kept=args.kept):
             print(f"removed {item}")
         return 0
@@ -186,11 +191,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID
+    # The request first (stack file, --config, the configuration): a bad one is reported
+    # as such on any machine, and before the environment check makes its namespace.
+    try:
+        given_config(args.stack, _overrides(args.config))
+    except INVALID as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         binary = prepare(args.etcd)
     except LabEnvironmentError as exc:
         print(f"lab: cannot run here: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ENVIRONMENT
     if args.command in ("intruders", "faults"):
         return _scenario(args, binary)
     try:
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     except LabEnvironmentError as exc:  # found while building the run's network
         print(f"lab: cannot run here: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ENVIRONMENT
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.matches else 1
 
@@ -233,7 +245,7 @@ def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:
         return EXIT_INVALID
     except LabEnvironmentError as exc:
         print(f"lab: cannot run here: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ENVIRONMENT
     except (intruders.IntruderSetupError, faults.FaultsError) as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

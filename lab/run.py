@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from components.cluster_plan import METRICS_PORT
-from components.settings import DEFAULT_IMAGE, check_unknown_keys, parse_settings
+from components.settings import DEFAULT_IMAGE, PROJECT, check_unknown_keys, parse_settings
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
@@ -43,7 +43,6 @@ from .program import LabInputError, ProgramRun, run_program, stack_config
 __all__ = ["LabInputError", "settled"]  # re-exported for the CLI and the scenarios
 
 POLL_SECONDS = 0.05
-PROJECT_KEY = "etcd-peer-san"
 
 
 class LabEnvironmentError(RuntimeError):
@@ -121,6 +120,11 @@ class LabReport:
         }
 
 
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabEnvironmentError("not root: the lab creates network namespaces (run it as root)")
+
+
 def check_environment() -> None:
     """Raise LabEnvironmentError naming the first thing the lab cannot do here.
 
@@ -128,8 +132,7 @@ def check_environment() -> None:
     merely listing namespaces succeeds where none can be made, e.g. in a user namespace
     (`unshare -U -r`), whose root is not the machine's.
     """
-    if os.geteuid() != 0:
-        raise LabEnvironmentError("not root: the lab creates network namespaces (run it as root)")
+    require_root()
     for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
             raise LabEnvironmentError(f"no {tool}: install the Debian package {package}")
@@ -160,6 +163,18 @@ def prepare(etcd: str | None) -> EtcdBinary:
         raise LabEnvironmentError(str(exc)) from None
 
 
+def given_config(stack: str, overrides: dict[str, str]) -> dict[str, str]:
+    """The stack file's config with the command line's overrides, as the CLI would pass it,
+    checked as `pulumi up` would check it (LabInputError, SettingsError). The command line
+    calls this before anything else, so a bad request creates nothing."""
+    config = stack_config(stack)
+    config.update({f"{PROJECT}:{k}": v for k, v in overrides.items()})
+    prefix = f"{PROJECT}:"
+    check_unknown_keys(config)
+    parse_settings({k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}, stack)
+    return config
+
+
 def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> ProgramRun:
     """The program, with the stack's config, told which etcd really runs.
 
@@ -167,19 +182,15 @@ def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> Progr
     version (same repository) and etcdVersion says it too: flags and probes are then
     chosen for the etcd that runs.
     """
-    config = stack_config(stack)
-    config.update({f"{PROJECT_KEY}:{k}": v for k, v in overrides.items()})
-    # The configuration as given must be valid (as `pulumi up` would see it) before the
-    # lab replaces image and etcdVersion: a bad value there is an error, not a detail.
-    prefix = f"{PROJECT_KEY}:"
-    check_unknown_keys(config)
-    parse_settings({k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}, stack)
-    image = config.get(f"{PROJECT_KEY}:image") or DEFAULT_IMAGE
+    # The configuration as given must be valid before the lab replaces image and
+    # etcdVersion: a bad value there is an error, not a detail.
+    config = given_config(stack, overrides)
+    image = config.get(f"{PROJECT}:image") or DEFAULT_IMAGE
     repository = image.split("@", 1)[0]
     if ":" in repository.rsplit("/", 1)[-1]:
         repository = repository.rsplit(":", 1)[0]
-    config[f"{PROJECT_KEY}:image"] = f"{repository}:v{binary.version}"
-    config[f"{PROJECT_KEY}:etcdVersion"] = str(binary.version)
+    config[f"{PROJECT}:image"] = f"{repository}:v{binary.version}"
+    config[f"{PROJECT}:etcdVersion"] = str(binary.version)
     return run_program(stack, config)
 
 

@@ -402,24 +402,7 @@ def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, 
     if os.geteuid() != 0:
         pytest.skip("needs root to simulate each missing piece (as non-root, 'not root' is the real case)")
     if case == "not-root":
-        result = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sys.executable,
-                "-m",
-                "lab",
-                "run",
-                "--stack",
-                "skip",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _as_nobody("run", "--stack", "skip")
         code, err = result.returncode, result.stderr
     else:
         if case == "no-iptables":
@@ -439,6 +422,37 @@ def test_environment_problems_exit_2_with_one_line(case, expected, monkeypatch, 
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lab: cannot run here:") and expected in lines[0], err
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "lab", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        # The request is judged first, on any machine.
+        (["run", "--stack", "nosuch"], 3, "lab: no stack file Pulumi.nosuch.yaml"),
+        (["run", "--stack", "skip", "--config", "members=abc"], 3, "etcd-peer-san:members = 'abc'"),
+        (["faults", "--stack", "skip", "--config", "memebrs=3"], 3, "did you mean 'members'?"),
+        # cleanup removes namespaces: root's job, said in one line.
+        (["cleanup"], 2, "lab: cannot run here: not root"),
+    ],
+    ids=["unknown-stack", "bad-config", "typo-key", "cleanup"],
+)
+def test_as_non_root_a_bad_request_is_still_invalid_and_cleanup_says_root(args, code, expected):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the lab as another user (setpriv)")
+    result = _as_nobody(*args)
+    lines = result.stderr.strip().splitlines()
+    assert (result.returncode, len(lines)) == (code, 1), result.stderr
+    assert expected in lines[0]
 
 
 @pytest.fixture
