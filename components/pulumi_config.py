@@ -7,12 +7,11 @@ from pulumi.runtime import config as runtime_config
 
 from .settings import (
     CONFIG_KEYS,
-    MAX_MEMBERS,
-    MIN_MEMBERS,
     REDACTED,
     ParsedSettings,
     SettingsError,
     check_unknown_keys,
+    coerce,
     parse_settings,
 )
 
@@ -20,12 +19,6 @@ NOT_A_SECRET = (
     "must not be a secret: its value is written in plain text into object names, commands and "
     "outputs; set it without --secret"
 )
-# The same texts as settings.coerce: the only integer key is `members`.
-_ALLOWED = {
-    "boolean": "must be a boolean: true or false",
-    "integer": f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}",
-    "string": "must be a string",
-}
 
 
 def _all_config_values() -> dict[str, object]:
@@ -50,13 +43,15 @@ def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
             raise SettingsError(key.name, REDACTED, NOT_A_SECRET, secret=True)
     raw: dict[str, object] = {}
     for key in CONFIG_KEYS:
-        try:
-            if key.type == "boolean":
-                raw[key.name] = config.get_bool(key.name)
-            elif key.type == "integer":
-                raw[key.name] = config.get_int(key.name)
-            else:
-                raw[key.name] = config.get(key.name)
-        except pulumi.ConfigTypeError:
-            raise SettingsError(key.name, config.get(key.name), _ALLOWED[key.type]) from None
+        given = config.get(key.name)
+        if given is not None:
+            # The same strings as everywhere else (settings.coerce), which the typed getters
+            # below then read; Pulumi's own getters would also take e.g. "+3" or " 3".
+            coerce(key, given)
+        if key.type == "boolean":
+            raw[key.name] = config.get_bool(key.name)
+        elif key.type == "integer":
+            raw[key.name] = config.get_int(key.name)
+        else:
+            raw[key.name] = given
     return parse_settings(raw, stack)

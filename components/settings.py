@@ -179,13 +179,20 @@ def check_unknown_keys(values: Mapping[str, object], secret_keys: Collection[str
         )
 
 
+# The strings each type accepts: what Pulumi's typed getters accept (get_bool: these four;
+# get_int: Python's int()), narrowed to plain ASCII so that the program, the CLI's
+# validation and the lab all take the same values ("+3", " 3", "٣", "TRUE" are refused).
+BOOLEAN_STRINGS = {"true": True, "True": True, "false": False, "False": False}
+_INTEGER_STRING = re.compile(r"-?[0-9]+")
+
+
 def coerce(key: ConfigKey, raw: object) -> bool | int | str:
     """Turn a raw value (a string, as the CLI passes it, or a typed value) into key.type."""
     if key.type == "boolean":
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
-            return raw.strip().lower() == "true"
+        if isinstance(raw, str) and raw in BOOLEAN_STRINGS:
+            return BOOLEAN_STRINGS[raw]
         raise SettingsError(key.name, raw, "must be a boolean: true or false")
     if key.type == "integer":
         if isinstance(raw, bool):
@@ -194,7 +201,7 @@ def coerce(key: ConfigKey, raw: object) -> bool | int | str:
             return raw
         if isinstance(raw, float) and raw.is_integer():
             return int(raw)
-        if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
+        if isinstance(raw, str) and _INTEGER_STRING.fullmatch(raw):
             return int(raw)
         raise SettingsError(key.name, raw, f"must be an integer {MIN_MEMBERS}..{MAX_MEMBERS}")
     if not isinstance(raw, str):

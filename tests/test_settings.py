@@ -25,6 +25,8 @@ from components.settings import (
     parse_settings,
 )
 from lab.program import partial_run, run_program
+from lab.run import given_config
+from tests.conftest import settings_of
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 IMAGE = "gcr.io/etcd-development/etcd"
@@ -745,3 +747,36 @@ def test_typed_values_are_accepted_as_well_as_cli_strings():
     strings = parse_settings({"members": "5", "skipClientSanVerification": "true"}, "dev").settings
     assert typed == strings
     assert typed.members == 5
+
+
+# The strings a typed key accepts, judged alike by the program (Pulumi's typed getters
+# behind settings.coerce) and the lab's check of a request (lab.run.given_config).
+TYPED_STRINGS = [
+    ("skipClientSanVerification", "True", True),
+    ("skipClientSanVerification", "false", False),
+    ("members", "5", 5),
+    ("members", "05", 5),
+    *(("skipClientSanVerification", text, None) for text in ("TRUE", " true", "true ", "yes", "1", "on", "")),
+    *(("members", text, None) for text in ("+3", " 3", "3 ", "0_3", "\u0663", "3.0", "3e0", "")),
+]
+
+
+@pytest.mark.parametrize(("key", "text", "value"), TYPED_STRINGS)
+def test_the_program_and_the_lab_accept_the_same_typed_strings(key, text, value):
+    config = {f"{PROJECT}:{key}": text}
+    if value is None:
+        with pytest.raises(SettingsError) as by_program:
+            run_program("dev", config=config)
+        with pytest.raises(SettingsError) as by_lab:
+            given_config("skip", {key: text})
+        assert str(by_program.value) == str(by_lab.value)
+        assert by_program.value.key == key
+    else:
+        settings = {
+            "skipClientSanVerification": lambda s: s.skip_client_san_verification,
+            "members": lambda s: s.members,
+        }[key]
+        run = run_program("dev", config=config)
+        assert run.resources, "nothing declared"
+        assert settings(settings_of(run)) == value
+        given_config("skip", {key: text})  # no error
