@@ -217,7 +217,16 @@ def cli_run(stack: str, members: int, binary: EtcdBinary) -> tuple[float, dict, 
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    out, err = child.communicate(timeout=180)
+    try:
+        out, err = child.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        # SIGTERM: the lab tears its run down (namespaces, etcd, files) before it exits.
+        child.terminate()
+        try:
+            child.communicate(timeout=30)
+        finally:
+            child.kill()  # a no-op once it has exited
+        raise RuntimeError(f"{' '.join(argv)}: no result after 180 s") from None
     wall = time.monotonic() - started
     watcher.join()
     if child.returncode not in (0, 1):

@@ -81,22 +81,18 @@ def find_etcd(cli_path: str | None = None) -> EtcdBinary:
     return EtcdBinary(etcd.resolve(), etcdctl, etcd_version(etcd))
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def etcd_version(etcd: Path) -> EtcdVersion:
     """The version `etcd --version` reports; EtcdNotFoundError (one line) when it is not a
     usable etcd: it fails, prints no version, or is a version the program does not know."""
     try:
         output = proc.run([str(etcd), "--version"], timeout=10).stdout
     except proc.CommandError as exc:
-        raise EtcdNotFoundError(f"no usable etcd: {_one_line(str(exc))}") from None
+        raise EtcdNotFoundError(f"no usable etcd: {proc.one_line(str(exc), 200)}") from None
     match = re.search(r"etcd Version:\s*(\S+)", output)
     if not match:
         raise EtcdNotFoundError(
-            f"no usable etcd: {etcd} --version printed no etcd version: {_one_line(output) or '(nothing)'}"
+            f"no usable etcd: {etcd} --version printed no etcd version: "
+            + (proc.one_line(output, 200) or "(nothing)")
         )
     try:
         version = EtcdVersion.parse(match.group(1))

@@ -35,6 +35,12 @@ _SPAWNED: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
 _POLL_S = 0.01
 
 
+def one_line(text: str, limit: int | None = None) -> str:
+    """An error text (a command's stderr may span lines) as one line, cut at `limit`."""
+    flat = " ".join(text.split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 class CommandError(RuntimeError):
     """A command failed (non-zero exit) or did not finish in time."""
 

@@ -140,15 +140,10 @@ def check_environment() -> None:
     try:
         network.probe_namespace(probe)
     except network.LabNetworkError as exc:
-        raise LabEnvironmentError(_one_line(str(exc))) from None
+        raise LabEnvironmentError(proc.one_line(str(exc))) from None
     finally:
         with _signals_deferred():
             network.remove_namespaces([probe])
-
-
-def _one_line(text: str) -> str:
-    """A command's error (its stderr may span lines) as the one line exit 2 promises."""
-    return " ".join(text.split())
 
 
 def prepare(etcd: str | None) -> EtcdBinary:
@@ -289,7 +284,7 @@ class Lab:
             self.net.apply(self.plan)  # creates run_dir and its state file first
         except (proc.CommandError, network.LabNetworkError) as exc:
             # check_environment's probe passed, yet the machine cannot build this network.
-            raise LabEnvironmentError(f"cannot build the lab network: {_one_line(str(exc))}") from exc
+            raise LabEnvironmentError(f"cannot build the lab network: {proc.one_line(str(exc))}") from exc
         self.run_dir.chmod(0o711)
         self.timings["network"] = time.monotonic() - started
 

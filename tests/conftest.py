@@ -105,14 +105,29 @@ def etcd_binary(request: pytest.FixtureRequest) -> EtcdBinary:
 # ---------------------------------------------------------------- CI: no silent skips
 
 
-def _fail_if_skipped_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+def _declared_xfail_that_ran(item: pytest.Item | None) -> bool:
+    """An xfail declared on the test (a marker, run=True): its outcome is a real result.
+    An imperative pytest.xfail() or a marker with run=False skips the check instead."""
+    marker = item.get_closest_marker("xfail") if item is not None else None
+    return marker is not None and marker.kwargs.get("run", True) is not False
+
+
+def _fail_if_skipped_in_ci(
+    report: pytest.TestReport | pytest.CollectReport, item: pytest.Item | None = None
+) -> None:
     """Under CI (the CI environment variable set and non-empty) a skip becomes a failure
-    with its reason: everything must run there. An xfail is not a skip and stays."""
+    with its reason: everything must run there. A declared xfail that ran is not a skip
+    and stays."""
     ci = os.environ.get("CI")
-    if not ci or not report.skipped or hasattr(report, "wasxfail"):
+    if not ci or not report.skipped:
+        return
+    if hasattr(report, "wasxfail") and _declared_xfail_that_ran(item):
         return
     longrepr = report.longrepr
-    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    if hasattr(report, "wasxfail"):
+        reason = f"xfail: {report.wasxfail}"
+    else:
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
     report.outcome = "failed"
     report.longrepr = f"CI={ci!r}: a CI run must not skip; {reason}"
 
@@ -120,7 +135,7 @@ def _fail_if_skipped_in_ci(report: pytest.TestReport | pytest.CollectReport) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, Any]:
     report = yield
-    _fail_if_skipped_in_ci(report)
+    _fail_if_skipped_in_ci(report, item)
     return report
 
 

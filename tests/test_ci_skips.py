@@ -87,3 +87,28 @@ def test_under_ci_a_module_level_skip_fails(inner, monkeypatch):
     result.stdout.fnmatch_lines(["*CI='true'*must not skip*the whole module needs a unicorn*"])
     monkeypatch.delenv("CI")
     assert inner.runpytest("test_module_skip.py").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+INNER_XFAILS = """
+import pytest
+
+def test_gives_up_imperatively():
+    pytest.xfail("not today")
+
+@pytest.mark.xfail(run=False, reason="never run")
+def test_never_run():
+    assert False
+"""
+
+
+def test_under_ci_an_xfail_that_skips_the_check_fails(inner, monkeypatch):
+    """pytest.xfail() in the body and xfail(run=False) are skips by another name."""
+    inner.makepyfile(test_xfails=INNER_XFAILS)
+    monkeypatch.setenv("CI", "true")
+    result = inner.runpytest("-rA", "test_xfails.py")
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*CI='true'*must not skip*not today*", "*CI='true'*must not skip*never run*"]
+    )
+    monkeypatch.delenv("CI")
+    inner.runpytest("test_xfails.py").assert_outcomes(xfailed=2)
