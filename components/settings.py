@@ -179,11 +179,12 @@ def check_unknown_keys(values: Mapping[str, object], secret_keys: Collection[str
         )
 
 
-# The strings each type accepts: what Pulumi's typed getters accept (get_bool: these four;
-# get_int: Python's int()), narrowed to plain ASCII so that the program, the CLI's
-# validation and the lab all take the same values ("+3", " 3", "٣", "TRUE" are refused).
-BOOLEAN_STRINGS = {"true": True, "True": True, "false": False, "False": False}
-_INTEGER_STRING = re.compile(r"-?[0-9]+")
+# The strings each type accepts: what the Pulumi CLI accepts for a key declared with that
+# type in Pulumi.yaml (booleans: exactly "true"/"false"; integers: Go's strconv.Atoi, an
+# optional sign and ASCII digits), which the SDK's typed getters also read. So the
+# program, `pulumi up`'s own check and the lab agree (" 3", "٣", "True" are refused).
+BOOLEAN_STRINGS = {"true": True, "false": False}
+_INTEGER_STRING = re.compile(r"[+-]?[0-9]+")
 
 
 def coerce(key: ConfigKey, raw: object) -> bool | int | str:

@@ -749,15 +749,20 @@ def test_typed_values_are_accepted_as_well_as_cli_strings():
     assert typed.members == 5
 
 
-# The strings a typed key accepts, judged alike by the program (Pulumi's typed getters
-# behind settings.coerce) and the lab's check of a request (lab.run.given_config).
+# The strings a typed key accepts: those the Pulumi CLI accepts for the key's declared
+# type, judged alike by the program (settings.coerce before Pulumi's typed getters) and
+# the lab's check of a request (lab.run.given_config).
 TYPED_STRINGS = [
-    ("skipClientSanVerification", "True", True),
+    ("skipClientSanVerification", "true", True),
     ("skipClientSanVerification", "false", False),
     ("members", "5", 5),
     ("members", "05", 5),
-    *(("skipClientSanVerification", text, None) for text in ("TRUE", " true", "true ", "yes", "1", "on", "")),
-    *(("members", text, None) for text in ("+3", " 3", "3 ", "0_3", "\u0663", "3.0", "3e0", "")),
+    ("members", "+3", 3),
+    *(
+        ("skipClientSanVerification", text, None)
+        for text in ("True", "FALSE", " true", "true ", "yes", "1", "on", "")
+    ),
+    *(("members", text, None) for text in ("++3", " 3", "3 ", "0_3", "\u0663", "3.0", "3e0", "")),
 ]
 
 
