@@ -105,23 +105,25 @@ def etcd_binary(request: pytest.FixtureRequest) -> EtcdBinary:
 # ---------------------------------------------------------------- CI: no silent skips
 
 
-def _declared_xfail_that_ran(item: pytest.Item | None) -> bool:
-    """An xfail declared on the test (a marker, run=True): its outcome is a real result.
-    An imperative pytest.xfail() or a marker with run=False skips the check instead."""
-    marker = item.get_closest_marker("xfail") if item is not None else None
-    return marker is not None and marker.kwargs.get("run", True) is not False
+def _gave_up(call: pytest.CallInfo[None] | None) -> bool:
+    """The test (or its setup) stopped itself as an expected failure: pytest.xfail() in
+    its body, or a marker with run=False. Its check never ran, like a skip. An xfail whose
+    test ran and failed raised its own error instead, and is a real result."""
+    return (
+        call is not None and call.excinfo is not None and call.excinfo.errisinstance(pytest.xfail.Exception)
+    )
 
 
 def _fail_if_skipped_in_ci(
-    report: pytest.TestReport | pytest.CollectReport, item: pytest.Item | None = None
+    report: pytest.TestReport | pytest.CollectReport, call: pytest.CallInfo[None] | None = None
 ) -> None:
     """Under CI (the CI environment variable set and non-empty) a skip becomes a failure
-    with its reason: everything must run there. A declared xfail that ran is not a skip
-    and stays."""
+    with its reason: everything must run there. An xfail whose test ran is not a skip and
+    stays."""
     ci = os.environ.get("CI")
     if not ci or not report.skipped:
         return
-    if hasattr(report, "wasxfail") and _declared_xfail_that_ran(item):
+    if hasattr(report, "wasxfail") and not _gave_up(call):
         return
     longrepr = report.longrepr
     if hasattr(report, "wasxfail"):
@@ -135,7 +137,7 @@ def _fail_if_skipped_in_ci(
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any, Any, Any]:
     report = yield
-    _fail_if_skipped_in_ci(report, item)
+    _fail_if_skipped_in_ci(report, call)
     return report
 
 

@@ -98,17 +98,27 @@ def test_gives_up_imperatively():
 @pytest.mark.xfail(run=False, reason="never run")
 def test_never_run():
     assert False
+
+@pytest.mark.xfail(reason="declared")
+def test_declared_then_gives_up():
+    pytest.xfail("gave up anyway")
+
+@pytest.mark.xfail(run=False, reason="class never runs")
+class TestNeverRun:
+    @pytest.mark.xfail(False, reason="method marker says no xfail")
+    def test_in_class(self):
+        assert False
 """
 
 
 def test_under_ci_an_xfail_that_skips_the_check_fails(inner, monkeypatch):
-    """pytest.xfail() in the body and xfail(run=False) are skips by another name."""
+    """pytest.xfail() in the body and xfail(run=False), however declared, are skips by another
+    name; an xfail whose test ran (test_expected_to_fail above) is a result."""
     inner.makepyfile(test_xfails=INNER_XFAILS)
     monkeypatch.setenv("CI", "true")
     result = inner.runpytest("-rA", "test_xfails.py")
-    result.assert_outcomes(failed=1, errors=1)
-    result.stdout.fnmatch_lines(
-        ["*CI='true'*must not skip*not today*", "*CI='true'*must not skip*never run*"]
-    )
+    result.assert_outcomes(failed=2, errors=2)
+    for reason in ("not today", "never run", "gave up anyway", "class never runs"):
+        result.stdout.fnmatch_lines([f"*CI='true'*must not skip*{reason}*"])
     monkeypatch.delenv("CI")
-    inner.runpytest("test_xfails.py").assert_outcomes(xfailed=2)
+    inner.runpytest("test_xfails.py").assert_outcomes(xfailed=4)
