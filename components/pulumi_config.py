@@ -5,20 +5,7 @@ from __future__ import annotations
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from .settings import (
-    CONFIG_KEYS,
-    REDACTED,
-    ParsedSettings,
-    SettingsError,
-    check_unknown_keys,
-    coerce,
-    parse_settings,
-)
-
-NOT_A_SECRET = (
-    "must not be a secret: its value is written in plain text into object names, commands and "
-    "outputs; set it without --secret"
-)
+from .settings import CONFIG_KEYS, ParsedSettings, check_keys, coerce, parse_settings
 
 
 def _all_config_values() -> dict[str, object]:
@@ -35,12 +22,7 @@ def _is_secret(full_key: str) -> bool:
 
 def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
     values = _all_config_values()
-    check_unknown_keys(values, {key for key in values if _is_secret(key)})
-    for key in CONFIG_KEYS:
-        # Every value ends up in plain text: in object names, etcd's command line, stack
-        # outputs. Taking a secret would store it unencrypted, silently: refuse it.
-        if _is_secret(config.full_key(key.name)):
-            raise SettingsError(key.name, REDACTED, NOT_A_SECRET, secret=True)
+    check_keys(values, {key for key in values if _is_secret(key)})
     raw: dict[str, object] = {}
     for key in CONFIG_KEYS:
         given = config.get(key.name)

@@ -187,6 +187,23 @@ BOOLEAN_STRINGS = {"true": True, "false": False}
 _INTEGER_STRING = re.compile(r"[+-]?[0-9]+")
 
 
+NOT_A_SECRET = (
+    "must not be a secret: its value is written in plain text into object names, commands and "
+    "outputs; set it without --secret"
+)
+
+
+def check_keys(values: Mapping[str, object], secret_keys: Collection[str] = ()) -> None:
+    """The keys set for the stack, before any value is read: no unknown key in the project's
+    namespace, and none of ours set as a secret (every value ends up in plain text in
+    object names, etcd's command line and stack outputs; taking a secret would store it
+    unencrypted, silently). `values` and `secret_keys` use full keys (`project:key`)."""
+    check_unknown_keys(values, secret_keys)
+    for key in CONFIG_KEYS:
+        if f"{PROJECT}:{key.name}" in secret_keys:
+            raise SettingsError(key.name, REDACTED, NOT_A_SECRET, secret=True)
+
+
 def coerce(key: ConfigKey, raw: object) -> bool | int | str:
     """Turn a raw value (a string, as the CLI passes it, or a typed value) into key.type."""
     if key.type == "boolean":

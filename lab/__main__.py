@@ -53,7 +53,7 @@ if __name__ == "__main__":
     _install_signal_handlers()
 
 try:
-    from components.settings import PROJECT, SettingsError
+    from components.settings import PROJECT, Settings, SettingsError
 
     from . import network
     from .etcd_binary import EtcdBinary
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     # The request first (stack file, --config, the configuration): a bad one is reported
     # as such on any machine, and before the environment check makes its namespace.
     try:
-        given_config(args.stack, _overrides(args.config))
+        _, settings = given_config(args.stack, _overrides(args.config))
+        if args.command in ("intruders", "faults"):
+            _check_scenario(args.command, args.stack, settings)
     except INVALID as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -217,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ENVIRONMENT
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.matches else 1
+
+
+def _check_scenario(command: str, stack: str, settings: Settings) -> None:
+    """LabInputError when the stack's configuration cannot serve the scenario."""
+    from . import faults, intruders
+
+    {"intruders": intruders, "faults": faults}[command].check_request(stack, settings)
 
 
 def _scenario(args: argparse.Namespace, binary: EtcdBinary) -> int:

@@ -24,6 +24,7 @@ children, which counts the forked Python before it execs etcd.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -222,10 +223,10 @@ def cli_run(stack: str, members: int, binary: EtcdBinary) -> tuple[float, dict, 
     except subprocess.TimeoutExpired:
         # SIGTERM: the lab tears its run down (namespaces, etcd, files) before it exits.
         child.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.communicate(timeout=30)
-        finally:
-            child.kill()  # a no-op once it has exited
+        child.kill()  # a no-op once it has exited
+        child.wait()
         raise RuntimeError(f"{' '.join(argv)}: no result after 180 s") from None
     wall = time.monotonic() - started
     watcher.join()

@@ -37,16 +37,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from components.cluster_plan import CLIENT_PORT, METRICS_PORT, PEER_PORT
+from components.settings import Settings
 
 from . import proc
 from .etcd_binary import EtcdBinary
 from .evidence import LogTail, health_ok, metric_value
 from .network_policy import port_access
 from .pod_clients import ServiceHttps, extra_pod, https_request, pod_threads
-from .pods import Container, flag_value, has_skip_flag
+from .pods import Container, flag_value
 from .program import LabInputError, ProgramRun
 from .report import run_header
-from .run import Lab, evaluate, settled
+from .run import Lab, evaluate, given_config, settled
 
 CLIENT_POD = "client"
 PUT_PATH = "/v3/kv/put"
@@ -692,6 +693,21 @@ def clean_stop(lab: Lab) -> CleanStop:
     return CleanStop(grace, exit_seconds, exits, shutdown_lines, killed)
 
 
+def check_request(stack: str, settings: Settings) -> None:
+    """Raise LabInputError when the stack's configuration cannot serve this scenario (the
+    command line asks before anything is created)."""
+    if not settings.skip_client_san_verification:
+        raise LabInputError(
+            f"faults needs skipClientSanVerification = true (stack {stack!r} runs without the skip "
+            "flag, so its members never form a cluster to break)"
+        )
+    if settings.members < 3:
+        raise LabInputError(
+            f"faults needs members >= 3 (stack {stack!r} has {settings.members}): "
+            "a kill without losing quorum needs at least 3 members"
+        )
+
+
 def run_faults(
     stack: str,
     binary: EtcdBinary,
@@ -706,20 +722,10 @@ def run_faults(
     if keys < 3:
         raise ValueError(f"keys must be at least 3, got {keys}")
     total_started = time.monotonic()
+    check_request(stack, given_config(stack, overrides or {})[1])
     program = evaluate(stack, binary, overrides or {})
     program_seconds = time.monotonic() - total_started
-    member_pods = program.manifests("Pod")
-    member_pod = member_pods[0]
-    if not has_skip_flag(member_pod["spec"]["containers"][0]["command"]):
-        raise LabInputError(
-            f"faults needs skipClientSanVerification = true (stack {stack!r} runs without the skip "
-            "flag, so its members never form a cluster to break)"
-        )
-    if len(member_pods) < 3:
-        raise LabInputError(
-            f"faults needs members >= 3 (stack {stack!r} has {len(member_pods)}): "
-            "a kill without losing quorum needs at least 3 members"
-        )
+    member_pod = program.manifests("Pod")[0]
     namespace = member_pod["metadata"].get("namespace", "default")
     labels = client_labels(program)
     with Lab(program, binary, extra_pods=[extra_pod(CLIENT_POD, namespace, labels)]) as lab:

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from components.cluster_plan import PEER_PORT
+from components.settings import Settings
 
 from .etcd_binary import EtcdBinary
 from .evidence import LogTail
@@ -59,7 +60,7 @@ from .pod_clients import HttpsResult, ServiceHttps, extra_pod, https_request, po
 from .pods import Container, flag_value, has_skip_flag
 from .program import LabInputError, ProgramRun
 from .report import run_header
-from .run import Lab, evaluate
+from .run import Lab, evaluate, given_config
 
 INTRUDER_POD = "intruder"
 OUTSIDER_POD = "outsider"
@@ -537,6 +538,17 @@ class PeerProbe:
         return seen
 
 
+def check_request(stack: str, settings: Settings) -> None:
+    """Raise LabInputError when the stack's configuration cannot serve this scenario (the
+    command line asks before anything is created)."""
+    if not settings.skip_client_san_verification:
+        raise LabInputError(
+            f"intruders needs skipClientSanVerification = true (stack {stack!r} runs without the "
+            "skip flag: its members reject each other, and any intruder, by SAN, so there is no "
+            "healthy cluster to attack)"
+        )
+
+
 def run_intruders(
     stack: str,
     binary: EtcdBinary,
@@ -546,6 +558,7 @@ def run_intruders(
 ) -> IntrudersReport:
     """Build the stack's cluster plus an intruder pod, attack, and check the cluster after."""
     total_started = time.monotonic()
+    check_request(stack, given_config(stack, overrides or {})[1])
     program = evaluate(stack, binary, overrides or {})
     program_seconds = time.monotonic() - total_started
     member_pod = program.manifests("Pod")[0]
@@ -553,12 +566,6 @@ def run_intruders(
     # The intruder wears the labels the NetworkPolicy admits to the peer port: labels are
     # no identity, so TLS is what it has to get past. The outsider wears none.
     access = port_access(program.manifests(), member_pod, PEER_PORT)
-    if not has_skip_flag(member_pod["spec"]["containers"][0]["command"]):
-        raise LabInputError(
-            f"intruders needs skipClientSanVerification = true (stack {stack!r} runs without the "
-            "skip flag: its members reject each other, and any intruder, by SAN, so there is no "
-            "healthy cluster to attack)"
-        )
     if access.guarded and not access.labels:
         raise LabInputError(
             f"intruders: stack {stack!r} declares a NetworkPolicy that admits no pod to the peer "

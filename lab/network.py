@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -792,17 +793,20 @@ class Network:
         # enough behind for `cleanup` to find everything.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_state(self.run_dir, plan)
-        with _etc_netns_lock():  # a parallel run's teardown must not remove it meanwhile
-            with contextlib.suppress(FileExistsError):  # a parallel run may make it first
-                ETC_NETNS.mkdir()
-                (ETC_NETNS / ETC_NETNS_MARKER).touch()
-                self._created.append(("etc_netns_root", str(ETC_NETNS)))
-            for netns, hosts, resolv_conf in plan.etc_files:
-                d = ETC_NETNS / netns
-                d.mkdir()
-                self._created.append(("etc_netns_dir", str(d)))
-                (d / "hosts").write_text(hosts)
-                (d / "resolv.conf").write_text(resolv_conf)
+        try:
+            with _etc_netns_lock():  # a parallel run's teardown must not remove it meanwhile
+                with contextlib.suppress(FileExistsError):  # a parallel run may make it first
+                    ETC_NETNS.mkdir()
+                    (ETC_NETNS / ETC_NETNS_MARKER).touch()
+                    self._created.append(("etc_netns_root", str(ETC_NETNS)))
+                for netns, hosts, resolv_conf in plan.etc_files:
+                    d = ETC_NETNS / netns
+                    d.mkdir()
+                    self._created.append(("etc_netns_dir", str(d)))
+                    (d / "hosts").write_text(hosts)
+                    (d / "resolv.conf").write_text(resolv_conf)
+        except TimeoutError as exc:  # only the lock times out
+            raise LabNetworkError(f"cannot create the pods' /etc/netns entries: {exc}") from None
 
         add = "".join(f"netns add {n}\n" for n in plan.namespaces)
         try:
@@ -859,23 +863,39 @@ class Network:
         return proc.netns_argv(self.plan.pod(pod_name).netns, argv)
 
 
+# Lab processes hold the lock for a few file operations; waiting longer means someone else
+# holds it (or a lab was stopped inside), and a run or teardown must not hang on that.
+ETC_NETNS_LOCK_SECONDS = 10.0
+
+
 @contextlib.contextmanager
-def _etc_netns_lock() -> Iterator[None]:
+def _etc_netns_lock(timeout: float | None = None) -> Iterator[None]:
     """Serialises, across lab processes, making /etc/netns with a run's entries against
     removing it when unused: otherwise a teardown can remove it between another run's
     mkdir and that run's entries. The lock is on the parent directory, so it creates
-    nothing."""
+    nothing. Raises TimeoutError when it is not free within `timeout` seconds (default
+    ETC_NETNS_LOCK_SECONDS)."""
+    timeout = ETC_NETNS_LOCK_SECONDS if timeout is None else timeout
     fd = os.open(ETC_NETNS.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{ETC_NETNS.parent} stayed locked for {timeout:g} s") from None
+                time.sleep(0.01)
         yield
     finally:
         os.close(fd)  # releases the lock
 
 
 def _remove_etc_netns_if_unused() -> None:
-    """Remove /etc/netns if a lab run created it and no namespace uses it now."""
-    with _etc_netns_lock():
+    """Remove /etc/netns if a lab run created it and no namespace uses it now (left for the
+    next run's teardown if the lock stays taken)."""
+    with contextlib.suppress(TimeoutError), _etc_netns_lock():
         try:
             if os.listdir(ETC_NETNS) != [ETC_NETNS_MARKER]:
                 return  # someone else's, or still in use (then its last user removes it)

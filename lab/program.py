@@ -25,8 +25,7 @@ from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.pulumi_config import NOT_A_SECRET
-from components.settings import PROJECT, REDACTED, SettingsError
+from components.settings import SettingsError
 
 from .tls_emulation import TLS_RESOURCES
 
@@ -184,6 +183,13 @@ class LabInputError(ValueError):
 
 def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
     """The config a stack file passes to the program: every value as a string, as the CLI does."""
+    return stack_file(stack, project_dir)[0]
+
+
+def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> tuple[dict[str, str], frozenset[str]]:
+    """The stack file's config as `stack_config` gives it, and the full keys whose values
+    are secrets (`pulumi config set --secret` writes them as {secure: <ciphertext>}): the
+    CLI tells the program which keys those are, and so does `run_program`."""
     path = project_dir / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
@@ -197,12 +203,8 @@ def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
     config = document.get("config") or {}
     if not isinstance(config, dict):
         raise LabInputError(f"{path.name}: 'config' must be a mapping of keys to values, got {config!r}")
-    for key, value in config.items():
-        # `pulumi config set --secret` writes {secure: <ciphertext>}; the program refuses a
-        # secret value for its own keys, and the lab could not decrypt it anyway.
-        if str(key).startswith(f"{PROJECT}:") and isinstance(value, dict) and "secure" in value:
-            raise SettingsError(str(key)[len(PROJECT) + 1 :], REDACTED, NOT_A_SECRET, secret=True)
-    return {key: _cli_string(value) for key, value in config.items()}
+    secrets = frozenset(k for k, v in config.items() if isinstance(v, dict) and "secure" in v)
+    return {key: _cli_string(value) for key, value in config.items()}, secrets
 
 
 def project_config_defaults(project_dir: Path = PROJECT_DIR) -> dict[str, str]:
@@ -246,7 +248,10 @@ def run_program(
     `ProgramRun` is only returned for a program that completed. The exception carries
     what the program had declared before it failed: see `partial_run`.
     """
-    full_config = dict(stack_config(stack, project_dir) if config is None else config)
+    if config is None:
+        config, from_file = stack_file(stack, project_dir)
+        secret_keys = {*secret_keys, *from_file}
+    full_config = dict(config)
     project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
     # A fresh context per run: Pulumi keeps its settings, config and root stack in
     # context variables, so runs in one process cannot see each other.

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from components.cluster_plan import METRICS_PORT
-from components.settings import DEFAULT_IMAGE, PROJECT, check_unknown_keys, parse_settings
+from components.settings import DEFAULT_IMAGE, PROJECT, Settings, check_keys, parse_settings
 
 from . import network, proc
 from .etcd_binary import EtcdBinary, EtcdNotFoundError, find_etcd
@@ -38,7 +38,7 @@ from .evidence import (
 )
 from .netns_http import NetnsHttp
 from .pods import Container, flag_value, image_binaries, materialize
-from .program import LabInputError, ProgramRun, run_program, stack_config
+from .program import PROJECT_DIR, LabInputError, ProgramRun, run_program, stack_file
 
 __all__ = ["LabInputError", "settled"]  # re-exported for the CLI and the scenarios
 
@@ -158,16 +158,19 @@ def prepare(etcd: str | None) -> EtcdBinary:
         raise LabEnvironmentError(str(exc)) from None
 
 
-def given_config(stack: str, overrides: dict[str, str]) -> dict[str, str]:
+def given_config(
+    stack: str, overrides: dict[str, str], project_dir: Path = PROJECT_DIR
+) -> tuple[dict[str, str], Settings]:
     """The stack file's config with the command line's overrides, as the CLI would pass it,
-    checked as `pulumi up` would check it (LabInputError, SettingsError). The command line
-    calls this before anything else, so a bad request creates nothing."""
-    config = stack_config(stack)
+    checked as the program checks it (LabInputError, SettingsError), and the Settings it
+    makes. The command line calls this before anything else, so a bad request creates
+    nothing."""
+    config, secrets = stack_file(stack, project_dir)
     config.update({f"{PROJECT}:{k}": v for k, v in overrides.items()})
     prefix = f"{PROJECT}:"
-    check_unknown_keys(config)
-    parse_settings({k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}, stack)
-    return config
+    check_keys(config, secrets - {f"{prefix}{k}" for k in overrides})
+    raw = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    return config, parse_settings(raw, stack).settings
 
 
 def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> ProgramRun:
@@ -179,7 +182,7 @@ def evaluate(stack: str, binary: EtcdBinary, overrides: dict[str, str]) -> Progr
     """
     # The configuration as given must be valid before the lab replaces image and
     # etcdVersion: a bad value there is an error, not a detail.
-    config = given_config(stack, overrides)
+    config, _ = given_config(stack, overrides)
     image = config.get(f"{PROJECT}:image") or DEFAULT_IMAGE
     repository = image.split("@", 1)[0]
     if ":" in repository.rsplit("/", 1)[-1]:

@@ -20,9 +20,9 @@ from lab import network
 from lab.__main__ import EXIT_INVALID, _overrides
 from lab.__main__ import main as lab_main
 from lab.evidence import RejectionMatrix
-from lab.program import LabInputError, stack_config
+from lab.program import LabInputError, run_program, stack_config, stack_file
 from lab.report import render
-from lab.run import LabReport, MemberReport
+from lab.run import LabReport, MemberReport, given_config
 from tests.lab_support import ROOT, lab_namespaces, require_lab
 
 pytestmark = pytest.mark.lab
@@ -172,17 +172,41 @@ def test_unreadable_stack_files_are_invalid_requests(tmp_path, text, expected):
     assert expected in str(raised.value)
 
 
-def test_a_secret_value_in_a_stack_file_is_refused_like_the_program_refuses_it(tmp_path):
-    (tmp_path / "Pulumi.sealed.yaml").write_text(
-        f"config:\n  kubernetes:context: kind-kind\n  {PROJECT}:members:\n    secure: v1:abc:def\n"
-    )
-    with pytest.raises(SettingsError) as raised:
-        stack_config("sealed", tmp_path)
-    assert str(raised.value) == (
-        f"invalid configuration {PROJECT}:members = [secret]: must not be a secret: its value is "
-        "written in plain text into object names, commands and outputs; set it without --secret"
-    )
-    assert "v1:abc" not in str(raised.value)
+SEALED = "config:\n  kubernetes:context: kind-kind\n  {key}:\n    secure: v1:abc:def\n"
+
+
+@pytest.mark.parametrize(
+    ("key", "overrides", "expected"),
+    [
+        (
+            "members",
+            {},
+            "invalid configuration etcd-peer-san:members = [secret]: must not be a secret: its value "
+            "is written in plain text into object names, commands and outputs; set it without --secret",
+        ),
+        # An unknown key is the news, as in the program; its value stays hidden.
+        ("memebrs", {}, "invalid configuration etcd-peer-san:memebrs = [secret]: unknown key"),
+        # Overridden on the command line: the secret is not what runs.
+        ("members", {"members": "3"}, None),
+    ],
+    ids=["known-key", "typo-key", "overridden"],
+)
+def test_a_secret_value_in_a_stack_file_is_judged_as_the_program_judges_it(
+    tmp_path, key, overrides, expected
+):
+    (tmp_path / "Pulumi.sealed.yaml").write_text(SEALED.format(key=f"{PROJECT}:{key}"))
+    config, secrets = stack_file("sealed", tmp_path)
+    assert secrets == {f"{PROJECT}:{key}"}
+    if expected is None:
+        _, settings = given_config("sealed", overrides, tmp_path)
+        assert settings.members == 3
+        return
+    with pytest.raises(SettingsError) as by_lab:
+        given_config("sealed", overrides, tmp_path)
+    with pytest.raises(SettingsError) as by_program:
+        run_program("sealed", config=config, secret_keys=secrets)
+    assert str(by_lab.value).startswith(expected) and str(by_program.value) == str(by_lab.value)
+    assert "v1:abc" not in str(by_lab.value)
 
 
 def test_config_keys_may_carry_the_project_namespace():

@@ -654,6 +654,23 @@ def test_removing_an_unused_etc_netns_waits_for_a_run_making_its_entries(tmp_pat
     assert not etc_netns.exists()
 
 
+def test_a_lock_held_elsewhere_delays_nothing_forever(tmp_path, monkeypatch) -> None:
+    """Someone else holds the lock (another tool, a lab stopped with Ctrl-Z inside it): a
+    teardown leaves /etc/netns for the next one, a run's set-up gives up with an error."""
+    etc_netns = tmp_path / "netns"
+    etc_netns.mkdir()
+    (etc_netns / network.ETC_NETNS_MARKER).touch()
+    monkeypatch.setattr(network, "ETC_NETNS", etc_netns)
+    monkeypatch.setattr(network, "ETC_NETNS_LOCK_SECONDS", 0.2)
+    with network._etc_netns_lock():
+        network._remove_etc_netns_if_unused()
+        assert etc_netns.is_dir()  # left, not removed, and no hang
+        with pytest.raises(TimeoutError, match="stayed locked for 0.2 s"), network._etc_netns_lock():
+            pass
+    network._remove_etc_netns_if_unused()
+    assert not etc_netns.exists()
+
+
 def test_cleanup_removes_an_orphaned_probe_namespace_only(netns_capable: None, run_base: Path) -> None:
     """The environment check's namespace, left by a lab killed during the check: gone with
     plain `cleanup` once its owner is dead, untouched while it lives."""

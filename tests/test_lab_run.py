@@ -441,10 +441,12 @@ def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
         (["run", "--stack", "nosuch"], 3, "lab: no stack file Pulumi.nosuch.yaml"),
         (["run", "--stack", "skip", "--config", "members=abc"], 3, "etcd-peer-san:members = 'abc'"),
         (["faults", "--stack", "skip", "--config", "memebrs=3"], 3, "did you mean 'members'?"),
+        (["intruders", "--stack", "noskip"], 3, "intruders needs skipClientSanVerification = true"),
+        (["faults", "--stack", "skip", "--config", "members=1"], 3, "faults needs members >= 3"),
         # cleanup removes namespaces: root's job, said in one line.
         (["cleanup"], 2, "lab: cannot run here: not root"),
     ],
-    ids=["unknown-stack", "bad-config", "typo-key", "cleanup"],
+    ids=["unknown-stack", "bad-config", "typo-key", "intruders-noskip", "faults-one-member", "cleanup"],
 )
 def test_as_non_root_a_bad_request_is_still_invalid_and_cleanup_says_root(args, code, expected):
     if os.geteuid() != 0:
