@@ -28,7 +28,7 @@ def read_settings(config: pulumi.Config, stack: str) -> ParsedSettings:
         given = config.get(key.name)
         if given is not None:
             # The same strings as everywhere else (settings.coerce), which the typed getters
-            # below then read; Pulumi's own getters would also take e.g. "+3" or " 3".
+            # below then read; Pulumi's own getters would also take e.g. " 3" or "True".
             coerce(key, given)
         if key.type == "boolean":
             raw[key.name] = config.get_bool(key.name)

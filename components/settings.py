@@ -179,14 +179,6 @@ def check_unknown_keys(values: Mapping[str, object], secret_keys: Collection[str
         )
 
 
-# The strings each type accepts: what the Pulumi CLI accepts for a key declared with that
-# type in Pulumi.yaml (booleans: exactly "true"/"false"; integers: Go's strconv.Atoi, an
-# optional sign and ASCII digits), which the SDK's typed getters also read. So the
-# program, `pulumi up`'s own check and the lab agree (" 3", "٣", "True" are refused).
-BOOLEAN_STRINGS = {"true": True, "false": False}
-_INTEGER_STRING = re.compile(r"[+-]?[0-9]+")
-
-
 NOT_A_SECRET = (
     "must not be a secret: its value is written in plain text into object names, commands and "
     "outputs; set it without --secret"
@@ -202,6 +194,14 @@ def check_keys(values: Mapping[str, object], secret_keys: Collection[str] = ()) 
     for key in CONFIG_KEYS:
         if f"{PROJECT}:{key.name}" in secret_keys:
             raise SettingsError(key.name, REDACTED, NOT_A_SECRET, secret=True)
+
+
+# The strings each type accepts: what the Pulumi CLI accepts for a key declared with that
+# type in Pulumi.yaml (booleans: exactly "true"/"false"; integers: Go's strconv.Atoi, an
+# optional sign and ASCII digits), which the SDK's typed getters also read. So the
+# program, `pulumi up`'s own check and the lab agree (" 3", "٣", "True" are refused).
+BOOLEAN_STRINGS = {"true": True, "false": False}
+_INTEGER_STRING = re.compile(r"[+-]?[0-9]+")
 
 
 def coerce(key: ConfigKey, raw: object) -> bool | int | str:

@@ -664,9 +664,10 @@ def _orphan_probe(name: str) -> bool:
     if not match:
         return False
     pid_namespace, pid, started = (int(group) for group in match.groups())
-    if pid_namespace != _pid_namespace():
-        return False  # its owner's PIDs are not ours to look up
-    return _proc_start_time(pid) != started
+    # The same test as for a run's owner (another PID namespace counts as alive).
+    return not _owner_alive(
+        {"owner_pid": pid, "owner_start_time": started, "owner_pid_namespace": pid_namespace}
+    )
 
 
 def probe_namespace(name: str) -> None:
